@@ -1,0 +1,62 @@
+"""prunus: a readable, fast deep-learning framework.
+
+The public surface: Tensor and the functions over it, factories, dtypes, grad modes, seeding.
+Everything else lives in submodules (prunus.autograd, prunus.backend, ...).
+"""
+
+__version__ = "0.1.0"
+
+from prunus import autograd, backend, dtypes, errors  # noqa: F401
+from prunus.autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from prunus.backend import Device, cuda_is_available
+from prunus.backend import get_device as device
+from prunus.creation import (
+    arange,
+    as_tensor,
+    empty,
+    empty_like,
+    eye,
+    from_numpy,
+    full,
+    full_like,
+    linspace,
+    ones,
+    ones_like,
+    rand,
+    rand_like,
+    randint,
+    randn,
+    randn_like,
+    randperm,
+    tensor,
+    zeros,
+    zeros_like,
+)
+from prunus.dtypes import (
+    bfloat16,
+    bool_,
+    double,
+    float16,
+    float32,
+    float64,
+    get_default_dtype,
+    half,
+    int8,
+    int16,
+    int32,
+    int64,
+    long,
+    promote_types,
+    result_type,
+    set_default_dtype,
+    short,
+    uint8,
+)
+from prunus.ops import *  # noqa: F401,F403  (prunus.exp, prunus.cat, prunus.matmul, ...)
+from prunus.ops import abs_ as abs  # noqa: F401
+from prunus.random import Generator, default_generator, initial_seed, manual_seed  # noqa: F401
+from prunus.tensor import Tensor
+
+bool = bool_  # noqa: A001  (prunus.bool, as torch.bool)
+float = float32  # noqa: A001
+int = int32  # noqa: A001

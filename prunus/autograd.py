@@ -1,0 +1,470 @@
+"""Reverse-mode automatic differentiation: the `Op` base class and the backward engine.
+
+An `Op` is one differentiable primitive: `forward` works on backend arrays, `backward` on Tensors
+(so gradients of gradients come for free). `Op.apply` runs forward and, when grad mode is on and
+some input requires grad, records the op as the creator of its output. The engine walks the
+recorded graph in reverse topological order without recursion. Also here: grad-mode context
+managers, `grad()`, anomaly detection and `gradcheck`.
+"""
+
+from __future__ import annotations
+
+import functools
+import traceback
+
+import numpy as np
+
+from prunus.errors import (
+    AnomalyError,
+    AutogradError,
+    DeviceError,
+    DTypeError,
+    GradcheckError,
+    PrunusError,
+    ShapeError,
+    fmt_shape,
+)
+
+Tensor = None  # set by prunus.tensor once the class exists (the two modules need each other)
+
+_grad_enabled = True
+_anomaly = False
+
+
+# -- grad mode -------------------------------------------------------------------------------
+
+
+def is_grad_enabled() -> bool:
+    return _grad_enabled
+
+
+class _GradMode:
+    """Context manager and decorator that sets grad mode and restores it afterwards."""
+
+    mode = True
+
+    def __enter__(self):
+        global _grad_enabled
+        self._prev = _grad_enabled
+        _grad_enabled = self.mode
+
+    def __exit__(self, *exc):
+        global _grad_enabled
+        _grad_enabled = self._prev
+        return False
+
+    def __call__(self, fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with self.__class__() if type(self) is not set_grad_enabled else set_grad_enabled(self.mode):
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+
+class no_grad(_GradMode):
+    """Record nothing: ops inside produce tensors without history. Also a decorator."""
+
+    mode = False
+
+
+class enable_grad(_GradMode):
+    """Record again inside a `no_grad` region. Also a decorator."""
+
+    mode = True
+
+
+class set_grad_enabled(_GradMode):
+    """`set_grad_enabled(False)` is `no_grad()`; usable as a context manager or a decorator."""
+
+    def __init__(self, mode: bool):
+        self.mode = bool(mode)
+
+
+class detect_anomaly:
+    """In this mode backward checks every gradient it computes and raises `AnomalyError` naming
+    the op whose backward first produced NaN or Inf, with the stack where that op was created.
+    Off by default, and costs nothing then."""
+
+    def __init__(self, check_nan: bool = True):
+        self.check_nan = check_nan
+
+    def __enter__(self):
+        global _anomaly
+        self._prev = _anomaly
+        _anomaly = self.check_nan
+
+    def __exit__(self, *exc):
+        global _anomaly
+        _anomaly = self._prev
+        return False
+
+
+# -- ops -------------------------------------------------------------------------------------
+
+
+class Op:
+    """A differentiable primitive. Subclass it to define your own op (like torch.autograd.Function):
+
+        class Cube(Op):
+            def forward(self, x):            # backend arrays in, one array out
+                return x * x * x
+            def backward(self, grad):        # Tensors in, one gradient per input out
+                (x,) = self.inputs
+                return grad * 3 * x * x
+
+        y = Cube.apply(x)
+
+    `forward` may store what backward needs on `self`; `self.inputs` holds the input Tensors and
+    `self.needs_input_grad` says which of them need a gradient. `backward` returns a Tensor or None
+    per input (a single value when there is one input) and is written with prunus ops, so it is
+    differentiable itself (create_graph=True). Non-tensor arguments go to forward as keywords.
+    """
+
+    differentiable = True  # False for ops whose outputs never carry gradients (argmax, ==)
+
+    def forward(self, *arrays, **attrs):
+        raise NotImplementedError(f"{type(self).__name__}.forward")
+
+    def backward(self, grad):
+        raise AutogradError(f"{type(self).__name__} has no backward")
+
+    @property
+    def xp(self):
+        """The array module (NumPy or CuPy) of the device this op runs on."""
+        return self.device.xp
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    @classmethod
+    def apply(cls, *inputs, **attrs):
+        op = cls.__new__(cls)
+        op.inputs = inputs
+        op.device = dev = inputs[0].device
+        try:
+            if len(inputs) == 1:
+                out = op.forward(inputs[0].data, **attrs)
+            else:
+                for t in inputs:
+                    if t.device is not dev:
+                        _device_mismatch(cls, inputs)
+                out = op.forward(*[t.data for t in inputs], **attrs)
+        except PrunusError:
+            raise
+        except (ValueError, TypeError, IndexError, ZeroDivisionError) as e:
+            _explain_failure(op, inputs, e)
+        if type(out) is not dev.array_type:  # a NumPy scalar, or an array on another device
+            dev = getattr(op, "out_device", dev)
+            if type(out) is not dev.array_type:
+                out = dev.xp.asarray(out)
+        if _grad_enabled and cls.differentiable:
+            for t in inputs:
+                if t.requires_grad:
+                    op.needs_input_grad = tuple([t.requires_grad for t in inputs])
+                    if _anomaly:
+                        op._stack = traceback.format_stack()[:-1]
+                    return Tensor._make(out, dev, True, op)
+        return Tensor._make(out, dev, False, None)
+
+    def output(self):
+        """The op's output as a Tensor, for backward rules (forward must set `self.out`).
+
+        Built anew rather than kept: keeping the output Tensor would make a reference cycle.
+        Inside create_graph it is a node of the graph, so second derivatives flow through it.
+        """
+        if _grad_enabled:
+            return Tensor._make(self.out, self.device, True, self)
+        return Tensor._make(self.out, self.device, False, None)
+
+
+def _explain_failure(op, inputs, exc):
+    """Turn an array library's exception into a prunus error naming the op, shapes and dtypes."""
+    explain = getattr(op, "explain", None)
+    if explain is not None:
+        explain([t.shape for t in inputs])  # raises a precise error when it finds the cause
+    desc = ", ".join(f"{fmt_shape(t.shape)} {t.dtype.name}" for t in inputs)
+    cls = DTypeError if isinstance(exc, TypeError) else ShapeError
+    raise cls(f"{op.name}: cannot apply to inputs {desc}: {exc}") from None
+
+
+def _device_mismatch(cls, inputs):
+    devs = ", ".join(f"{t.device} {fmt_shape(t.shape)}" for t in inputs)
+    raise DeviceError(f"{cls.__name__}: expected all tensors on one device, got {devs}")
+
+
+# -- the engine ------------------------------------------------------------------------------
+
+
+def _topological(roots):
+    """Ops reachable from `roots`, each after every op that consumes its output. Iterative."""
+    order, seen = [], set()
+    stack = [(op, False) for op in roots]
+    while stack:
+        op, done = stack.pop()
+        if done:
+            order.append(op)
+            continue
+        if op in seen:
+            continue
+        seen.add(op)
+        if op.inputs is None:
+            raise AutogradError(
+                f"trying to backward through the graph a second time (through {op.name}): its "
+                "saved values were freed after the first backward; pass retain_graph=True to the "
+                "first backward if you need to go through it again"
+            )
+        stack.append((op, True))
+        for t in op.inputs:
+            c = t._ctx
+            if c is not None and c not in seen:
+                stack.append((c, False))
+    order.reverse()
+    return order
+
+
+def _run_backward(roots, root_grads, retain_graph, create_graph, inputs=None, allow_unused=False):
+    """Propagate `root_grads` from `roots` back through the graph.
+
+    With `inputs` None, gradients accumulate into the `.grad` of leaves that require grad.
+    Otherwise the gradients of `inputs` are returned and no `.grad` changes.
+    """
+    global _grad_enabled
+    grads = {}
+    leaf_first = set()  # ids of gradient Tensors stored in a .grad by this call (to avoid aliasing)
+    captured = wanted = None
+    if inputs is not None:
+        captured = {}
+        keys = [t._ctx if t._ctx is not None else id(t) for t in inputs]
+        wanted = set(keys)
+    prev_mode = _grad_enabled
+    _grad_enabled = bool(create_graph)
+    try:
+        for t, g in zip(roots, root_grads):
+            if t._ctx is None:
+                _deliver_leaf(t, g, captured, wanted, create_graph, leaf_first)
+            else:
+                prev = grads.get(t._ctx)
+                grads[t._ctx] = g if prev is None else prev + g
+        for op in _topological([t._ctx for t in roots if t._ctx is not None]):
+            g = grads.pop(op, None)
+            if g is None:
+                continue
+            hooks = getattr(op, "_hooks", None)
+            if hooks:
+                for h in hooks:
+                    r = h(g)
+                    if r is not None:
+                        g = r
+            if captured is not None and op in wanted:
+                captured[op] = g
+            in_grads = op.backward(g)
+            if type(in_grads) is not tuple:
+                in_grads = (in_grads,)
+            if len(in_grads) != len(op.inputs):
+                raise AutogradError(
+                    f"{op.name}.backward returned {len(in_grads)} gradients for "
+                    f"{len(op.inputs)} inputs"
+                )
+            for i, (t, ig, need) in enumerate(zip(op.inputs, in_grads, op.needs_input_grad)):
+                if ig is None or not need:
+                    continue
+                if ig.shape != t.shape:
+                    raise AutogradError(
+                        f"{op.name}.backward returned a gradient of shape {fmt_shape(ig.shape)} for "
+                        f"input {i} of shape {fmt_shape(t.shape)}"
+                    )
+                if ig.dtype is not t.dtype:
+                    ig = ig.to(t.dtype)
+                if _anomaly:
+                    _check_finite(op, i, ig)
+                c = t._ctx
+                if c is None:
+                    _deliver_leaf(t, ig, captured, wanted, create_graph, leaf_first)
+                else:
+                    prev = grads.get(c)
+                    grads[c] = ig if prev is None else prev + ig
+            if not retain_graph:
+                op.inputs = None
+                op.__dict__.clear()  # saved arrays; inputs=None is what marks the op as freed
+                op.inputs = None
+    finally:
+        _grad_enabled = prev_mode
+    if captured is None:
+        return None
+    out = []
+    for t, k in zip(inputs, keys):
+        g = captured.get(k)
+        if g is None and not allow_unused:
+            raise AutogradError(
+                f"one of the differentiated tensors (shape {fmt_shape(t.shape)}) was not used to "
+                "compute the outputs; pass allow_unused=True to get None for it"
+            )
+        out.append(g)
+    return tuple(out)
+
+
+def _deliver_leaf(t, g, captured, wanted, create_graph, leaf_first):
+    if captured is not None:  # grad(): only the requested leaves, .grad untouched
+        if id(t) in wanted:
+            prev = captured.get(id(t))
+            captured[id(t)] = g if prev is None else prev + g
+        return
+    if not t.requires_grad:
+        return
+    for h in t._hooks or ():
+        r = h(g)
+        if r is not None:
+            g = r
+    if t.grad is None:
+        # The engine hands the same gradient object to several inputs (add's backward returns
+        # its grad twice) and may hand out views: copy those so each .grad owns its memory.
+        if not create_graph and (id(g) in leaf_first or not g.data.flags.owndata):
+            g = Tensor._make(g.data.copy(), g.device, False, None)
+        leaf_first.add(id(g))
+        t.grad = g
+    else:
+        t.grad = t.grad + g
+
+
+def _check_finite(op, i, g):
+    if not bool(g.device.xp.isfinite(g.data).all()):
+        where = "".join(getattr(op, "_stack", ["(stack not recorded)\n"])[-6:])
+        raise AnomalyError(
+            f"detect_anomaly: {op.name}.backward produced NaN/Inf in the gradient of its input {i} "
+            f"(shape {fmt_shape(g.shape)}, dtype {g.dtype.name}). {op.name} was created at:\n{where}"
+        )
+
+
+def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False):
+    """Accumulate into leaves' `.grad` the gradients of `tensors` (a Tensor or a sequence)."""
+    tensors = _as_tuple(tensors)
+    grad_tensors = _root_grads(tensors, grad_tensors, "backward")
+    if retain_graph is None:
+        retain_graph = create_graph
+    _run_backward(tensors, grad_tensors, retain_graph, create_graph)
+
+
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False, allow_unused=False):
+    """The gradients of `outputs` with respect to `inputs`, as a tuple; `.grad` is left alone."""
+    outputs = _as_tuple(outputs)
+    inputs = _as_tuple(inputs)
+    for t in inputs:
+        if not t.requires_grad:
+            raise AutogradError(
+                f"grad: an input (shape {fmt_shape(t.shape)}) does not require grad"
+            )
+    grad_outputs = _root_grads(outputs, grad_outputs, "grad")
+    if retain_graph is None:
+        retain_graph = create_graph
+    return _run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs, allow_unused)
+
+
+def _as_tuple(x):
+    if isinstance(x, (tuple, list)):
+        return tuple(x)
+    return (x,)
+
+
+def _root_grads(tensors, grads, where):
+    if grads is None:
+        grads = (None,) * len(tensors)
+    else:
+        grads = _as_tuple(grads)
+        if len(grads) != len(tensors):
+            raise ShapeError(f"{where}: got {len(grads)} gradients for {len(tensors)} tensors")
+    out = []
+    for t, g in zip(tensors, grads):
+        if not t.requires_grad:
+            raise AutogradError(
+                f"{where}: tensor of shape {fmt_shape(t.shape)} does not require grad and has no "
+                "grad_fn (was it made under no_grad, or from tensors without requires_grad=True?)"
+            )
+        if g is None:
+            if t.numel() != 1:
+                raise AutogradError(
+                    f"{where}: gradient can be implicitly created only for a scalar output, got "
+                    f"shape {fmt_shape(t.shape)}; pass gradient= of that shape"
+                )
+            g = Tensor._make(t.device.xp.ones(t.shape, dtype=t.data.dtype), t.device, False, None)
+        else:
+            if not isinstance(g, Tensor):
+                g = Tensor._make(t.device.xp.asarray(g, dtype=t.data.dtype), t.device, False, None)
+            if g.shape != t.shape:
+                raise ShapeError(
+                    f"{where}: gradient of shape {fmt_shape(g.shape)} for a tensor of shape "
+                    f"{fmt_shape(t.shape)}"
+                )
+            if g.device is not t.device:
+                raise DeviceError(f"{where}: gradient on {g.device} for a tensor on {t.device}")
+        out.append(g)
+    return out
+
+
+# -- gradcheck -------------------------------------------------------------------------------
+
+
+def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0, raise_exception=True) -> bool:
+    """Check the backward of `fn` against float64 central differences.
+
+    `inputs` are Tensors (those with requires_grad are checked; use float64). For a random
+    cotangent v, the analytic vector-Jacobian product v^T J (one backward) must match the numerical
+    one, element by element: |analytic - numeric| <= atol + rtol * |numeric|.
+    """
+    from prunus.dtypes import float64
+
+    inputs = _as_tuple(inputs)
+    checked = [t for t in inputs if isinstance(t, Tensor) and t.requires_grad]
+    if not checked:
+        raise GradcheckError("gradcheck: no input requires grad")
+    for t in checked:
+        if t.dtype is not float64:
+            raise GradcheckError(
+                f"gradcheck: inputs must be float64 for central differences, got {t.dtype.name}"
+            )
+    rng = np.random.default_rng(seed)
+    outs = _as_tuple(fn(*inputs))
+    vs = [rng.standard_normal(o.shape) for o in outs]
+
+    def weighted(outputs):
+        total = 0.0
+        for o, v in zip(_as_tuple(outputs), vs):
+            total += float(np.sum(np.asarray(o.detach().numpy(), dtype=np.float64) * v))
+        return total
+
+    vt = [Tensor._make(o.device.xp.asarray(v, dtype=o.data.dtype), o.device, False, None) for o, v in zip(outs, vs)]
+    diff = [o for o in outs if o.requires_grad]
+    if not diff:
+        raise GradcheckError("gradcheck: no output requires grad")
+    analytic = grad(
+        [o for o in outs if o.requires_grad],
+        checked,
+        [v for o, v in zip(outs, vt) if o.requires_grad],
+        allow_unused=True,
+    )
+    for k, (t, a) in enumerate(zip(checked, analytic)):
+        a = np.zeros(t.shape) if a is None else np.asarray(a.numpy(), dtype=np.float64)
+        numeric = np.zeros(t.shape)
+        buf = t.data  # perturb the input's own buffer in place, then restore it
+        with no_grad():
+            for idx in np.ndindex(*t.shape):
+                orig = buf[idx].item()
+                buf[idx] = orig + eps
+                plus = weighted(fn(*inputs))
+                buf[idx] = orig - eps
+                minus = weighted(fn(*inputs))
+                buf[idx] = orig
+                numeric[idx] = (plus - minus) / (2 * eps)
+        bad = np.abs(a - numeric) > atol + rtol * np.abs(numeric)
+        if bad.any():
+            j = int(np.argmax(np.abs(a - numeric) * bad))
+            msg = (
+                f"gradcheck: gradient of input {k} (shape {fmt_shape(t.shape)}) disagrees at flat "
+                f"index {j}: analytic {a.reshape(-1)[j]:.10g}, numerical {numeric.reshape(-1)[j]:.10g} "
+                f"({int(bad.sum())} of {bad.size} elements off)"
+            )
+            if raise_exception:
+                raise GradcheckError(msg)
+            return False
+    return True

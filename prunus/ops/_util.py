@@ -1,0 +1,111 @@
+"""Helpers the op families share: turning arguments into tensors, promoting dtypes, checking
+dims and broadcast shapes with errors that name the op, the shapes and the axis."""
+
+from __future__ import annotations
+
+from prunus import dtypes
+from prunus.autograd import Op
+from prunus.errors import DTypeError, IndexOutOfRangeError, ShapeError, fmt_shape
+from prunus.tensor import Tensor
+
+
+def constant(value, like: Tensor, dtype=None) -> Tensor:
+    """A Python number (or array-like) as a tensor without grad on `like`'s device."""
+    dev = like.device
+    d = like.dtype if dtype is None else dtype
+    return Tensor._make(dev.xp.asarray(value, dtype=d.np), dev, False, None)
+
+
+def as_tensor_like(x, like: Tensor) -> Tensor:
+    if isinstance(x, Tensor):
+        return x
+    return constant(x, like, dtypes.result_type(like, x) if _is_number(x) else None)
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (bool, int, float)) or hasattr(x, "dtype") and getattr(x, "ndim", 1) == 0
+
+
+def promote(a, b, op: str):
+    """Both operands as tensors of PyTorch's promoted dtype (see prunus.dtypes)."""
+    if type(a) is Tensor:
+        if type(b) is Tensor:
+            if a.data.dtype != b.data.dtype:
+                d = dtypes.result_type(a, b)
+                return a.to(d), b.to(d)
+            return a, b
+        d = a.dtype if _keeps_dtype(a.dtype, b) else dtypes.result_type(a, b)
+        return (a if d is a.dtype else a.to(d)), constant(b, a, d)
+    if type(b) is Tensor:
+        d = b.dtype if _keeps_dtype(b.dtype, a) else dtypes.result_type(b, a)
+        return constant(a, b, d), (b if d is b.dtype else b.to(d))
+    raise DTypeError(f"{op}: expected at least one tensor, got {type(a).__name__} and {type(b).__name__}")
+
+
+def _keeps_dtype(d, scalar) -> bool:
+    """Fast path of result_type(tensor, scalar): a float tensor keeps its dtype for any number."""
+    t = type(scalar)
+    if d.is_floating_point:
+        return t is float or t is int or t is bool
+    if d.category == 1:
+        return t is int or t is bool
+    return t is bool
+
+
+def norm_dim(dim: int, ndim: int, op: str) -> int:
+    """A dimension index in range(ndim); negative counts from the end."""
+    if not isinstance(dim, int) or isinstance(dim, bool):
+        raise DTypeError(f"{op}: dim must be an int, got {type(dim).__name__} {dim!r}")
+    n = max(ndim, 1)
+    if not -n <= dim < n:
+        raise IndexOutOfRangeError(
+            f"{op}: dimension {dim} out of range for a tensor of {ndim} dimensions "
+            f"(expected {-n}..{n - 1})"
+        )
+    return dim + n if dim < 0 else dim
+
+
+def norm_dims(dim, ndim: int, op: str) -> tuple:
+    """None -> all dims; an int or a sequence -> sorted tuple of distinct dims."""
+    if dim is None:
+        return tuple(range(ndim))
+    if isinstance(dim, (tuple, list)):
+        dims = tuple(sorted(norm_dim(d, ndim, op) for d in dim))
+        if len(set(dims)) != len(dims):
+            raise ShapeError(f"{op}: dimension repeated in dim={tuple(dim)}")
+        return dims
+    return (norm_dim(dim, ndim, op),) if ndim else ()
+
+
+def broadcast_shapes(*shapes, op: str = "broadcast") -> tuple:
+    """The broadcast of `shapes`, or a ShapeError naming the first axis that does not fit."""
+    ndim = max(len(s) for s in shapes)
+    out = []
+    for axis in range(-ndim, 0):
+        size = 1
+        for s in shapes:
+            if -axis > len(s):
+                continue
+            n = s[axis]
+            if n != 1:
+                if size not in (1, n):
+                    listed = " and ".join(fmt_shape(x) for x in shapes)
+                    raise ShapeError(
+                        f"{op}: shapes {listed} do not broadcast: at dimension {axis} sizes "
+                        f"{size} and {n} differ and neither is 1"
+                    )
+                size = n
+        out.append(size)
+    return tuple(out)
+
+
+class Elementwise(Op):
+    """Base of the broadcasting elementwise ops: a failing forward is explained by shapes."""
+
+    def explain(self, shapes):
+        broadcast_shapes(*shapes, op=self.name)
+
+
+def require_float(t: Tensor, op: str) -> None:
+    if not t.dtype.is_floating_point:
+        raise DTypeError(f"{op}: expected a floating-point tensor, got {t.dtype.name} {fmt_shape(t.shape)}")

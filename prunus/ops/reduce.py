@@ -1,0 +1,267 @@
+"""Reductions: sum, mean, var, std, prod, amax/amin, max/min (with indices along a dim),
+logsumexp (a primitive, for stability), argmax/argmin, all/any.
+
+`dim` is an int, a tuple of ints or None (all dims); `keepdim` keeps reduced dims as size 1.
+
+Careful: this module defines sum/max/min/all/any, shadowing the builtins inside it.
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+from prunus import dtypes
+from prunus.autograd import Op
+from prunus.errors import DTypeError, ShapeError, fmt_shape
+from prunus.ops._util import norm_dim, norm_dims
+from prunus.ops.movement import broadcast_to, reshape
+
+MaxResult = namedtuple("MaxResult", ["values", "indices"])
+
+
+def _kept_shape(shape, dims):
+    return tuple(1 if i in dims else s for i, s in enumerate(shape))
+
+
+def _expand_back(g, op):
+    """Broadcast a reduced gradient back over the input's shape (undoing keepdim=False)."""
+    shape = op.inputs[0].shape
+    if not op.keepdim:
+        g = reshape(g, _kept_shape(shape, op.dims))
+    return broadcast_to(g, shape)
+
+
+class Sum(Op):
+    def forward(self, a, dims, keepdim):
+        self.dims, self.keepdim = dims, keepdim
+        if a.dtype.kind in "biu":  # PyTorch sums bool and integers as int64
+            return a.sum(axis=dims, keepdims=keepdim, dtype="int64")
+        return a.sum(axis=dims, keepdims=keepdim)
+
+    def backward(self, g):
+        return _expand_back(g, self)
+
+
+def sum(x, dim=None, keepdim=False, dtype=None):
+    if dtype is not None:
+        x = x.to(dtype)
+    return Sum.apply(x, dims=norm_dims(dim, x.ndim, "sum"), keepdim=keepdim)
+
+
+def _count(x, dims):
+    n = 1
+    for d in dims:
+        n *= x.shape[d]
+    return n
+
+
+def mean(x, dim=None, keepdim=False, dtype=None):
+    if dtype is not None:
+        x = x.to(dtype)
+    if not x.dtype.is_floating_point:
+        raise DTypeError(
+            f"mean: could not infer the output dtype: input is {x.dtype.name}; "
+            "pass a floating dtype or call .float() first"
+        )
+    dims = norm_dims(dim, x.ndim, "mean")
+    n = _count(x, dims)
+    return Sum.apply(x, dims=dims, keepdim=keepdim) * (1.0 / n if n else float("nan"))
+
+
+def var(x, dim=None, correction=1, keepdim=False, unbiased=None):
+    """Variance with Bessel's `correction` (1: unbiased, as PyTorch's default)."""
+    if unbiased is not None:
+        correction = 1 if unbiased else 0
+    if not x.dtype.is_floating_point:
+        raise DTypeError(f"var: expected a floating-point tensor, got {x.dtype.name}")
+    dims = norm_dims(dim, x.ndim, "var")
+    n = _count(x, dims)
+    centered = x - mean(x, dims, keepdim=True)
+    dof = n - correction
+    return sum(centered * centered, dims, keepdim) * (1.0 / dof if dof > 0 else float("nan"))
+
+
+def std(x, dim=None, correction=1, keepdim=False, unbiased=None):
+    return var(x, dim, correction, keepdim, unbiased).sqrt()
+
+
+class Prod(Op):
+    def forward(self, a, dims, keepdim):
+        self.dims, self.keepdim = dims, keepdim
+        self.out = a.prod(axis=dims, keepdims=keepdim)
+        return self.out
+
+    def backward(self, g):
+        x = self.inputs[0]
+        # product of the others: out / x where x != 0; where x has zeros, the exclusive product
+        others = ProdOthers.apply(x, dims=self.dims)
+        return _expand_back(g, self) * others
+
+
+class ProdOthers(Op):
+    """For each element, the product of the other elements of its reduction group."""
+
+    def forward(self, a, dims):
+        xp = self.xp
+        rest = tuple(d for d in range(a.ndim) if d not in dims)
+        moved = xp.transpose(a, rest + dims)
+        flat = moved.reshape(moved.shape[: len(rest)] + (-1,))
+        ones = xp.ones(flat.shape[:-1] + (1,), dtype=a.dtype)
+        left = xp.cumprod(xp.concatenate([ones, flat[..., :-1]], axis=-1), axis=-1)
+        right = xp.flip(xp.cumprod(xp.flip(xp.concatenate([flat[..., 1:], ones], axis=-1), -1), axis=-1), -1)
+        res = (left * right).reshape(moved.shape)
+        inverse = [0] * a.ndim
+        for i, d in enumerate(rest + dims):
+            inverse[d] = i
+        return xp.transpose(res, inverse)
+
+    def backward(self, g):
+        raise DTypeError("ProdOthers: the second derivative of prod is not implemented")
+
+
+def prod(x, dim=None, keepdim=False):
+    return Prod.apply(x, dims=norm_dims(dim, x.ndim, "prod"), keepdim=keepdim)
+
+
+class Amax(Op):
+    """Max over dims; ties share the gradient equally (as PyTorch's amax)."""
+
+    fn = "max"
+
+    def forward(self, a, dims, keepdim):
+        self.dims, self.keepdim = dims, keepdim
+        self.out = getattr(a, self.fn)(axis=dims, keepdims=keepdim)
+        return self.out
+
+    def backward(self, g):
+        x = self.inputs[0]
+        hit = x == _expand_back(self.output(), self)
+        count = sum(hit, self.dims, keepdim=True)
+        return _expand_back(g, self) * hit / count
+
+
+class Amin(Amax):
+    fn = "min"
+
+
+def _check_nonempty(x, dims, op):
+    for d in dims:
+        if x.shape[d] == 0:
+            raise ShapeError(f"{op}: cannot reduce over dimension {d} of size 0 (shape {fmt_shape(x.shape)})")
+    if not dims and x.numel() == 0:
+        raise ShapeError(f"{op}: cannot reduce an empty tensor of shape {fmt_shape(x.shape)}")
+
+
+def amax(x, dim=None, keepdim=False):
+    dims = norm_dims(dim, x.ndim, "amax")
+    _check_nonempty(x, dims, "amax")
+    return Amax.apply(x, dims=dims, keepdim=keepdim)
+
+
+def amin(x, dim=None, keepdim=False):
+    dims = norm_dims(dim, x.ndim, "amin")
+    _check_nonempty(x, dims, "amin")
+    return Amin.apply(x, dims=dims, keepdim=keepdim)
+
+
+class ArgMax(Op):
+    differentiable = False
+    fn = "argmax"
+
+    def forward(self, a, dim, keepdim):
+        if dim is None:
+            return getattr(a.reshape(-1), self.fn)()
+        return getattr(a, self.fn)(axis=dim, keepdims=keepdim)
+
+
+class ArgMin(ArgMax):
+    fn = "argmin"
+
+
+def argmax(x, dim=None, keepdim=False):
+    d = None if dim is None else norm_dim(dim, x.ndim, "argmax")
+    _check_nonempty(x, () if d is None else (d,), "argmax")
+    return ArgMax.apply(x, dim=d, keepdim=keepdim)
+
+
+def argmin(x, dim=None, keepdim=False):
+    d = None if dim is None else norm_dim(dim, x.ndim, "argmin")
+    _check_nonempty(x, () if d is None else (d,), "argmin")
+    return ArgMin.apply(x, dim=d, keepdim=keepdim)
+
+
+def _max_min(x, dim, keepdim, other, name, reduce_all, arg, pairwise):
+    from prunus.ops.indexing import gather
+
+    if other is not None or (dim is not None and not isinstance(dim, int)):
+        if other is None and hasattr(dim, "shape"):
+            other = dim
+        return pairwise(x, other)
+    if dim is None:
+        return reduce_all(x)
+    d = norm_dim(dim, x.ndim, name)
+    idx = arg(x, d, keepdim=True)
+    values = gather(x, d, idx)
+    if not keepdim:
+        values, idx = reshape(values, values.shape[:d] + values.shape[d + 1 :]), reshape(
+            idx, idx.shape[:d] + idx.shape[d + 1 :]
+        )
+    return MaxResult(values, idx)
+
+
+def max(x, dim=None, keepdim=False, other=None):
+    """max(x) -> the largest value; max(x, dim) -> (values, indices); max(x, other) -> maximum."""
+    from prunus.ops.elementwise import maximum
+
+    return _max_min(x, dim, keepdim, other, "max", amax, argmax, maximum)
+
+
+def min(x, dim=None, keepdim=False, other=None):
+    from prunus.ops.elementwise import minimum
+
+    return _max_min(x, dim, keepdim, other, "min", amin, argmin, minimum)
+
+
+class LogSumExp(Op):
+    """log(sum(exp(x))) computed as m + log(sum(exp(x - m))), m the max: no overflow."""
+
+    def forward(self, a, dims, keepdim):
+        self.dims, self.keepdim = dims, keepdim
+        xp = self.xp
+        m = a.max(axis=dims, keepdims=True)
+        m = xp.where(xp.isfinite(m), m, 0)
+        s = xp.exp(a - m).sum(axis=dims, keepdims=True)
+        out = xp.log(s) + m
+        self.out = out if keepdim else out.reshape(tuple(n for i, n in enumerate(out.shape) if i not in dims))
+        return self.out
+
+    def backward(self, g):
+        x = self.inputs[0]
+        return _expand_back(g, self) * (x - _expand_back(self.output(), self)).exp()
+
+
+def logsumexp(x, dim=None, keepdim=False):
+    if not x.dtype.is_floating_point:
+        x = x.to(dtypes.get_default_dtype())
+    return LogSumExp.apply(x, dims=norm_dims(dim, x.ndim, "logsumexp"), keepdim=keepdim)
+
+
+class All(Op):
+    differentiable = False
+    fn = "all"
+
+    def forward(self, a, dims, keepdim):
+        return getattr(a, self.fn)(axis=dims, keepdims=keepdim)
+
+
+class Any(All):
+    fn = "any"
+
+
+def all(x, dim=None, keepdim=False):
+    return All.apply(x, dims=norm_dims(dim, x.ndim, "all"), keepdim=keepdim)
+
+
+def any(x, dim=None, keepdim=False):
+    return Any.apply(x, dims=norm_dims(dim, x.ndim, "any"), keepdim=keepdim)
+
