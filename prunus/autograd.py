@@ -26,6 +26,7 @@ from prunus.errors import (
 )
 
 Tensor = None  # set by prunus.tensor once the class exists (the two modules need each other)
+_new = object.__new__
 
 _grad_enabled = True
 _anomaly = False
@@ -140,12 +141,20 @@ class Op:
 
     @classmethod
     def apply(cls, *inputs, **attrs):
-        op = cls.__new__(cls)
+        # The hot path of every op: kept flat, with one- and two-input cases spelled out.
+        op = _new(cls)
         op.inputs = inputs
-        op.device = dev = inputs[0].device
+        a = inputs[0]
+        op.device = dev = a.device
+        n = len(inputs)
         try:
-            if len(inputs) == 1:
-                out = op.forward(inputs[0].data, **attrs)
+            if n == 1:
+                out = op.forward(a.data, **attrs)
+            elif n == 2:
+                b = inputs[1]
+                if b.device is not dev:
+                    _device_mismatch(cls, inputs)
+                out = op.forward(a.data, b.data, **attrs)
             else:
                 for t in inputs:
                     if t.device is not dev:
@@ -159,14 +168,35 @@ class Op:
             dev = getattr(op, "out_device", dev)
             if type(out) is not dev.array_type:
                 out = dev.xp.asarray(out)
+        t = _new(Tensor)
+        t.data = out
+        t.device = dev
+        t.grad = None
+        t._hooks = None
         if _grad_enabled and cls.differentiable:
-            for t in inputs:
-                if t.requires_grad:
-                    op.needs_input_grad = tuple([t.requires_grad for t in inputs])
-                    if _anomaly:
-                        op._stack = traceback.format_stack()[:-1]
-                    return Tensor._make(out, dev, True, op)
-        return Tensor._make(out, dev, False, None)
+            if n == 1:
+                record = a.requires_grad
+                if record:
+                    op.needs_input_grad = (True,)
+            elif n == 2:
+                ra, rb = a.requires_grad, b.requires_grad
+                record = ra or rb
+                if record:
+                    op.needs_input_grad = (ra, rb)
+            else:
+                needs = tuple([x.requires_grad for x in inputs])
+                record = True in needs
+                if record:
+                    op.needs_input_grad = needs
+            if record:
+                if _anomaly:
+                    op._stack = traceback.format_stack()[:-1]
+                t.requires_grad = True
+                t._ctx = op
+                return t
+        t.requires_grad = False
+        t._ctx = None
+        return t
 
     def output(self):
         """The op's output as a Tensor, for backward rules (forward must set `self.out`).
@@ -232,7 +262,9 @@ def _run_backward(roots, root_grads, retain_graph, create_graph, inputs=None, al
     """
     global _grad_enabled
     grads = {}
-    leaf_first = set()  # ids of gradient Tensors stored in a .grad by this call (to avoid aliasing)
+    # Buffers a .grad may not take over without a copy: the caller's root gradients, and (added as
+    # they are stored) the buffers already given to another leaf's .grad in this call.
+    taken = {id(_owner(g.data)) for g in root_grads}
     captured = wanted = None
     if inputs is not None:
         captured = {}
@@ -243,7 +275,7 @@ def _run_backward(roots, root_grads, retain_graph, create_graph, inputs=None, al
     try:
         for t, g in zip(roots, root_grads):
             if t._ctx is None:
-                _deliver_leaf(t, g, captured, wanted, create_graph, leaf_first)
+                _deliver_leaf(t, g, captured, wanted, create_graph, taken)
             else:
                 prev = grads.get(t._ctx)
                 grads[t._ctx] = g if prev is None else prev + g
@@ -251,7 +283,8 @@ def _run_backward(roots, root_grads, retain_graph, create_graph, inputs=None, al
             g = grads.pop(op, None)
             if g is None:
                 continue
-            hooks = getattr(op, "_hooks", None)
+            state = op.__dict__
+            hooks = state.get("_hooks")
             if hooks:
                 for h in hooks:
                     r = h(g)
@@ -260,34 +293,37 @@ def _run_backward(roots, root_grads, retain_graph, create_graph, inputs=None, al
             if captured is not None and op in wanted:
                 captured[op] = g
             in_grads = op.backward(g)
+            inputs_ = op.inputs
             if type(in_grads) is not tuple:
                 in_grads = (in_grads,)
-            if len(in_grads) != len(op.inputs):
+            if len(in_grads) != len(inputs_):
                 raise AutogradError(
                     f"{op.name}.backward returned {len(in_grads)} gradients for "
-                    f"{len(op.inputs)} inputs"
+                    f"{len(inputs_)} inputs"
                 )
-            for i, (t, ig, need) in enumerate(zip(op.inputs, in_grads, op.needs_input_grad)):
+            i = 0
+            for t, need in zip(inputs_, op.needs_input_grad):
+                ig = in_grads[i]
+                i += 1
                 if ig is None or not need:
                     continue
-                if ig.shape != t.shape:
+                if ig.data.shape != t.data.shape:
                     raise AutogradError(
                         f"{op.name}.backward returned a gradient of shape {fmt_shape(ig.shape)} for "
-                        f"input {i} of shape {fmt_shape(t.shape)}"
+                        f"input {i - 1} of shape {fmt_shape(t.shape)}"
                     )
-                if ig.dtype is not t.dtype:
+                if ig.data.dtype is not t.data.dtype and ig.data.dtype != t.data.dtype:
                     ig = ig.to(t.dtype)
                 if _anomaly:
-                    _check_finite(op, i, ig)
+                    _check_finite(op, i - 1, ig)
                 c = t._ctx
                 if c is None:
-                    _deliver_leaf(t, ig, captured, wanted, create_graph, leaf_first)
+                    _deliver_leaf(t, ig, captured, wanted, create_graph, taken)
                 else:
                     prev = grads.get(c)
                     grads[c] = ig if prev is None else prev + ig
             if not retain_graph:
-                op.inputs = None
-                op.__dict__.clear()  # saved arrays; inputs=None is what marks the op as freed
+                state.clear()  # saved arrays and inputs; inputs=None marks the op as freed
                 op.inputs = None
     finally:
         _grad_enabled = prev_mode
@@ -305,7 +341,12 @@ def _run_backward(roots, root_grads, retain_graph, create_graph, inputs=None, al
     return tuple(out)
 
 
-def _deliver_leaf(t, g, captured, wanted, create_graph, leaf_first):
+def _owner(a):
+    """The array that owns `a`'s memory (NumPy and CuPy point a view's .base at the owner)."""
+    return a if a.base is None else a.base
+
+
+def _deliver_leaf(t, g, captured, wanted, create_graph, taken):
     if captured is not None:  # grad(): only the requested leaves, .grad untouched
         if id(t) in wanted:
             prev = captured.get(id(t))
@@ -318,11 +359,15 @@ def _deliver_leaf(t, g, captured, wanted, create_graph, leaf_first):
         if r is not None:
             g = r
     if t.grad is None:
-        # The engine hands the same gradient object to several inputs (add's backward returns
-        # its grad twice) and may hand out views: copy those so each .grad owns its memory.
-        if not create_graph and (id(g) in leaf_first or not g.data.flags.owndata):
-            g = Tensor._make(g.data.copy(), g.device, False, None)
-        leaf_first.add(id(g))
+        # A .grad is the user's to modify in place (w.grad.zero_()), so it must own its memory.
+        # Take the engine's buffer over when nobody else can see it (like PyTorch's
+        # AccumulateGrad); copy read-only broadcast views and buffers another .grad took already.
+        if not create_graph:
+            owner = id(_owner(g.data))
+            if owner in taken or not g.data.flags.writeable:
+                g = Tensor._make(g.data.copy(), g.device, False, None)
+                owner = id(g.data)
+            taken.add(owner)
         t.grad = g
     else:
         t.grad = t.grad + g

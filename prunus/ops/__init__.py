@@ -129,6 +129,13 @@ def _reflected(fn):
     return method
 
 
+def _T(x):
+    """All dimensions reversed (the matrix transpose for 2-D)."""
+    if x.data.ndim == 2:
+        return movement.Permute.apply(x, dims=(1, 0))
+    return permute(x, tuple(range(x.ndim))[::-1]) if x.ndim > 1 else x
+
+
 def bind_methods(cls):
     for name, fn in _METHODS.items():
         setattr(cls, name, fn)
@@ -136,7 +143,7 @@ def bind_methods(cls):
                          rfloordiv=floor_divide, rmod=remainder).items():
         setattr(cls, f"__{name}__", _reflected(fn))
     cls.__pos__ = lambda self: self
-    cls.T = property(lambda self: permute(self, tuple(range(self.ndim))[::-1]) if self.ndim > 1 else self)
+    cls.T = property(_T)
     cls.mT = property(mT)
     cls.view_as = lambda self, other: reshape(self, other.shape)
     cls.reshape_as = lambda self, other: reshape(self, other.shape)

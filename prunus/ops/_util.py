@@ -3,6 +3,8 @@ dims and broadcast shapes with errors that name the op, the shapes and the axis.
 
 from __future__ import annotations
 
+import numbers
+
 from prunus import dtypes
 from prunus.autograd import Op
 from prunus.errors import DTypeError, IndexOutOfRangeError, ShapeError, fmt_shape
@@ -30,7 +32,8 @@ def promote(a, b, op: str):
     """Both operands as tensors of PyTorch's promoted dtype (see prunus.dtypes)."""
     if type(a) is Tensor:
         if type(b) is Tensor:
-            if a.data.dtype != b.data.dtype:
+            da, db = a.data.dtype, b.data.dtype
+            if da is not db and da != db:
                 d = dtypes.result_type(a, b)
                 return a.to(d), b.to(d)
             return a, b
@@ -52,29 +55,45 @@ def _keeps_dtype(d, scalar) -> bool:
     return t is bool
 
 
-def norm_dim(dim: int, ndim: int, op: str) -> int:
-    """A dimension index in range(ndim); negative counts from the end."""
+def norm_dim(dim: int, ndim: int, op: str, shape=None) -> int:
+    """A dimension index in range(ndim); negative counts from the end.
+
+    `shape`, the tensor's shape, goes into the error message; when ndim is len(shape) + 1 (the
+    new dimension of unsqueeze or stack) the message says so.
+    """
+    if type(dim) is int and -ndim <= dim < ndim:  # the common case, first
+        return dim + ndim if dim < 0 else dim
     if not isinstance(dim, int) or isinstance(dim, bool):
-        raise DTypeError(f"{op}: dim must be an int, got {type(dim).__name__} {dim!r}")
+        if isinstance(dim, numbers.Integral) and not isinstance(dim, bool):
+            dim = int(dim)  # NumPy integers
+        else:
+            raise DTypeError(f"{op}: dim must be an int, got {type(dim).__name__} {dim!r}")
     n = max(ndim, 1)
     if not -n <= dim < n:
+        if shape is None:
+            what = f"a tensor of {ndim} dimensions"
+        else:
+            what = f"a tensor of {len(shape)} dimensions, shape {fmt_shape(shape)}"
+            if len(shape) != ndim:
+                what = f"a new dimension of {what}"
         raise IndexOutOfRangeError(
-            f"{op}: dimension {dim} out of range for a tensor of {ndim} dimensions "
-            f"(expected {-n}..{n - 1})"
+            f"{op}: dimension {dim} out of range for {what} (expected {-n}..{n - 1})"
         )
     return dim + n if dim < 0 else dim
 
 
-def norm_dims(dim, ndim: int, op: str) -> tuple:
+def norm_dims(dim, ndim: int, op: str, shape=None) -> tuple:
     """None -> all dims; an int or a sequence -> sorted tuple of distinct dims."""
     if dim is None:
         return tuple(range(ndim))
     if isinstance(dim, (tuple, list)):
-        dims = tuple(sorted(norm_dim(d, ndim, op) for d in dim))
+        dims = tuple(sorted(norm_dim(d, ndim, op, shape) for d in dim))
         if len(set(dims)) != len(dims):
-            raise ShapeError(f"{op}: dimension repeated in dim={tuple(dim)}")
+            where = "" if shape is None else f" for shape {fmt_shape(shape)}"
+            raise ShapeError(f"{op}: dimension repeated in dim={tuple(dim)}{where}")
         return dims
-    return (norm_dim(dim, ndim, op),) if ndim else ()
+    d = norm_dim(dim, ndim, op, shape)  # a 0-d tensor accepts dim 0 and -1, as in PyTorch
+    return (d,) if ndim else ()
 
 
 def broadcast_shapes(*shapes, op: str = "broadcast") -> tuple:
@@ -104,6 +123,13 @@ class Elementwise(Op):
 
     def explain(self, shapes):
         broadcast_shapes(*shapes, op=self.name)
+
+
+def describe(x) -> str:
+    """A tensor as its dtype and shape ("float32 (2, 3)"); anything else as its type name."""
+    if isinstance(x, Tensor):
+        return f"{x.dtype.name} {fmt_shape(x.shape)}"
+    return type(x).__name__
 
 
 def require_float(t: Tensor, op: str) -> None:

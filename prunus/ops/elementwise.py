@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from prunus import dtypes
 from prunus.errors import DTypeError, fmt_shape
-from prunus.ops._util import Elementwise, constant, promote
+from prunus.ops._util import Elementwise, constant, describe, promote
 from prunus.ops.movement import sum_to
 from prunus.tensor import Tensor
 
@@ -323,6 +323,8 @@ def clamp(x, min=None, max=None):
         from prunus.errors import ArgumentError
 
         raise ArgumentError("clamp: at least one of min and max must be given")
+    if not x.dtype.is_floating_point and (isinstance(min, float) or isinstance(max, float)):
+        x = x.to(dtypes.get_default_dtype())  # int tensor, float bound: a float result (PyTorch)
     if isinstance(min, Tensor) or isinstance(max, Tensor):
         out = x
         if min is not None:
@@ -382,8 +384,7 @@ class Where(Elementwise):
 def where(cond, a, b):
     """`a` where `cond` is true, else `b` (broadcasting; a and b may be numbers)."""
     if not isinstance(cond, Tensor) or cond.dtype is not dtypes.bool_:
-        got = cond.dtype.name if isinstance(cond, Tensor) else type(cond).__name__
-        raise DTypeError(f"where: condition must be a bool tensor, got {got}")
+        raise DTypeError(f"where: condition must be a bool tensor, got {describe(cond)}")
     if not isinstance(a, Tensor) and not isinstance(b, Tensor):
         d = dtypes.result_type(a, b)
         a, b = constant(a, cond, d), constant(b, cond, d)
@@ -470,10 +471,13 @@ eq, ne, lt, le, gt, ge = (_cmp(c) for c in (Eq, Ne, Lt, Le, Gt, Ge))
 
 def _bitwise(cls):
     def fn(a, b):
-        a, b = promote(a, b, cls.__name__)
-        if a.dtype.is_floating_point:
-            raise DTypeError(f"{cls.__name__}: needs bool or integer tensors, got {a.dtype.name}")
-        return cls.apply(a, b)
+        pa, pb = promote(a, b, cls.__name__)
+        if pa.dtype.is_floating_point:
+            raise DTypeError(
+                f"{cls.__name__}: needs bool or integer tensors, got {describe(a)} and "
+                f"{describe(b)}"
+            )
+        return cls.apply(pa, pb)
 
     return fn
 

@@ -13,7 +13,7 @@ import numpy as np
 from prunus import dtypes
 from prunus.autograd import Op
 from prunus.errors import DTypeError, IndexOutOfRangeError, ShapeError, fmt_shape
-from prunus.ops._util import norm_dim
+from prunus.ops._util import describe, norm_dim
 from prunus.tensor import Tensor
 
 # -- index normalization ---------------------------------------------------------------------
@@ -233,10 +233,12 @@ def _prefix(index_shape, dim):
 
 def gather(x, dim, index):
     """out[i][j] = x[index[i][j]][j] for dim 0 (and so on), as torch.gather."""
-    d = norm_dim(dim, x.ndim, "gather")
+    d = norm_dim(dim, x.ndim, "gather", x.shape)
     if not isinstance(index, Tensor) or index.dtype.category != 1:
-        got = index.dtype.name if isinstance(index, Tensor) else type(index).__name__
-        raise DTypeError(f"gather: index must be an integer tensor, got {got}")
+        raise DTypeError(
+            f"gather: index must be an integer tensor, got {describe(index)} (input shape "
+            f"{fmt_shape(x.shape)})"
+        )
     if index.ndim != x.ndim:
         raise ShapeError(
             f"gather: index {fmt_shape(index.shape)} must have as many dimensions as the input "
@@ -285,10 +287,15 @@ class IndexSelectBackward(Op):
 
 
 def index_select(x, dim, index):
-    d = norm_dim(dim, x.ndim, "index_select")
-    if not isinstance(index, Tensor) or index.dtype.category != 1 or index.ndim > 1:
+    d = norm_dim(dim, x.ndim, "index_select", x.shape)
+    if not isinstance(index, Tensor) or index.dtype.category != 1:
         got = f"{index.dtype.name} {fmt_shape(index.shape)}" if isinstance(index, Tensor) else type(index).__name__
         raise DTypeError(f"index_select: index must be a 1-D integer tensor, got {got}")
+    if index.ndim > 1:
+        raise ShapeError(
+            f"index_select: index must be 1-D, got shape {fmt_shape(index.shape)} (input shape "
+            f"{fmt_shape(x.shape)}, dimension {d})"
+        )
     _check_range(index, x.shape[d], d, x.shape, "index_select")
     return IndexSelect.apply(x, index.reshape(-1), dim=d)
 
@@ -304,8 +311,7 @@ class MaskedFill(Op):
 
 def masked_fill(x, mask, value):
     if not isinstance(mask, Tensor) or mask.dtype is not dtypes.bool_:
-        got = mask.dtype.name if isinstance(mask, Tensor) else type(mask).__name__
-        raise DTypeError(f"masked_fill: mask must be a bool tensor, got {got}")
+        raise DTypeError(f"masked_fill: mask must be a bool tensor, got {describe(mask)}")
     from prunus.ops._util import broadcast_shapes
 
     if broadcast_shapes(x.shape, mask.shape, op="masked_fill") != x.shape:

@@ -6,9 +6,10 @@ applications like any other step. They refuse tensors that require grad while gr
 
 from __future__ import annotations
 
+from prunus import dtypes
 from prunus.autograd import Op
-from prunus.errors import ShapeError, fmt_shape
-from prunus.ops._util import constant
+from prunus.errors import DTypeError, ShapeError, fmt_shape
+from prunus.ops._util import constant, describe
 from prunus.tensor import Tensor
 
 
@@ -70,45 +71,47 @@ def _operand(x, other):
     return constant(other, x)
 
 
-def _run(x, cls, *others, **attrs):
-    x._check_inplace(cls.__name__)
+def _run(x, cls, *others, op=None, **attrs):
+    x._check_inplace(op or cls.__name__)
     cls.apply(x, *[_operand(x, o) for o in others], **attrs)
     return x
 
 
 def add_(x, other, alpha=1):
-    return _run(x, AddInPlace, other, alpha=alpha)
+    return _run(x, AddInPlace, other, alpha=alpha, op="add_")
 
 
 def sub_(x, other, alpha=1):
-    return _run(x, AddInPlace, other, alpha=-alpha)
+    return _run(x, AddInPlace, other, alpha=-alpha, op="sub_")
 
 
 def mul_(x, other):
-    return _run(x, MulInPlace, other)
+    return _run(x, MulInPlace, other, op="mul_")
 
 
 def div_(x, other):
-    return _run(x, DivInPlace, other)
+    return _run(x, DivInPlace, other, op="div_")
 
 
 def copy_(x, src):
-    return _run(x, CopyInPlace, src)
+    return _run(x, CopyInPlace, src, op="copy_")
 
 
 def zero_(x):
-    return _run(x, CopyInPlace, 0)
+    return _run(x, CopyInPlace, 0, op="zero_")
 
 
 def fill_(x, value):
-    return _run(x, CopyInPlace, value)
+    return _run(x, CopyInPlace, value, op="fill_")
 
 
 def clamp_(x, min=None, max=None):
-    return _run(x, ClampInPlace, lo=min, hi=max)
+    return _run(x, ClampInPlace, lo=min, hi=max, op="clamp_")
 
 
 def masked_fill_(x, mask, value):
+    if not isinstance(mask, Tensor) or mask.dtype is not dtypes.bool_:
+        raise DTypeError(f"masked_fill_: mask must be a bool tensor, got {describe(mask)}")
     if isinstance(value, Tensor):
         value = value.item()
-    return _run(x, MaskedFillInPlace, mask, value=value)
+    return _run(x, MaskedFillInPlace, mask, value=value, op="masked_fill_")

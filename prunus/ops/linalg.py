@@ -6,8 +6,9 @@ from __future__ import annotations
 from prunus import dtypes
 from prunus.autograd import Op
 from prunus.errors import DTypeError, ShapeError, fmt_shape
-from prunus.ops._util import broadcast_shapes, promote
-from prunus.ops.movement import reshape, sum_to, transpose
+from prunus.ops._util import promote
+from prunus.ops.movement import Permute, reshape, sum_to, transpose
+from prunus.tensor import Tensor
 
 
 class MatMul(Op):
@@ -17,22 +18,35 @@ class MatMul(Op):
     def backward(self, g):
         a, b = self.inputs
         na, nb = self.needs_input_grad
-        if a.ndim == 2 and b.ndim == 2:  # the common case (Linear layers), without reshapes
-            return (g @ b.mT if na else None, a.mT @ g if nb else None)
+        if a.data.ndim == 2 and b.data.ndim == 2:  # the common case (Linear layers)
+            return (
+                MatMul.apply(g, Permute.apply(b, dims=(1, 0))) if na else None,
+                MatMul.apply(Permute.apply(a, dims=(1, 0)), g) if nb else None,
+            )
         # lift 1-D operands to matrices, as forward did implicitly, then undo it
         a2 = reshape(a, (1, a.shape[0])) if a.ndim == 1 else a
         b2 = reshape(b, (b.shape[0], 1)) if b.ndim == 1 else b
-        g2 = g
-        if a.ndim == 1:
-            g2 = g2.unsqueeze(-2)
-        if b.ndim == 1:
-            g2 = g2.unsqueeze(-1)
+        if a.ndim == 1 and b.ndim == 1:
+            g2 = reshape(g, (1, 1))
+        elif a.ndim == 1:
+            g2 = g.unsqueeze(-2)
+        elif b.ndim == 1:
+            g2 = g.unsqueeze(-1)
+        else:
+            g2 = g
         ga = reshape(sum_to(g2 @ b2.mT, a2.shape), a.shape) if na else None
         gb = reshape(sum_to(a2.mT @ g2, b2.shape), b.shape) if nb else None
         return ga, gb
 
 
 def matmul(a, b):
+    if type(a) is Tensor and type(b) is Tensor:  # fast path: two matrices of one float dtype
+        x, y = a.data, b.data
+        if (
+            x.ndim == 2 and y.ndim == 2 and x.dtype is y.dtype and x.shape[1] == y.shape[0]
+            and x.dtype.kind == "f"
+        ):
+            return MatMul.apply(a, b)
     a, b = promote(a, b, "matmul")
     if a.dtype is dtypes.bool_:
         raise DTypeError(f"matmul: not defined for bool tensors {fmt_shape(a.shape)} @ {fmt_shape(b.shape)}")
@@ -49,8 +63,22 @@ def matmul(a, b):
             f"({k_a}) must equal dimension {0 if b.ndim == 1 else -2} of the second ({k_b})"
         )
     if a.ndim > 2 or b.ndim > 2:
-        broadcast_shapes(a.shape[:-2], b.shape[:-2] if b.ndim > 1 else (), op="matmul (batch dimensions)")
+        _check_batch(a.shape, b.shape)
     return MatMul.apply(a, b)
+
+
+def _check_batch(sa, sb):
+    """The batch dimensions (all but the last two; a 1-D operand has none) must broadcast."""
+    ba, bb = sa[:-2], sb[:-2]
+    n = max(len(ba), len(bb))
+    for axis in range(-1, -n - 1, -1):
+        x = ba[axis] if -axis <= len(ba) else 1
+        y = bb[axis] if -axis <= len(bb) else 1
+        if x != y and x != 1 and y != 1:
+            raise ShapeError(
+                f"matmul: {fmt_shape(sa)} @ {fmt_shape(sb)}: batch dimensions do not broadcast: "
+                f"at dimension {axis - 2} sizes {x} and {y} differ and neither is 1"
+            )
 
 
 def mm(a, b):
@@ -80,6 +108,8 @@ def outer(a, b):
 
 def mT(x):
     """The transpose of the last two dimensions."""
+    if x.data.ndim == 2:
+        return Permute.apply(x, dims=(1, 0))
     if x.ndim < 2:
         raise ShapeError(f"mT: needs at least 2 dimensions, got shape {fmt_shape(x.shape)}")
     return transpose(x, -2, -1)

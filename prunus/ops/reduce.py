@@ -15,8 +15,16 @@ from prunus.autograd import Op
 from prunus.errors import DTypeError, ShapeError, fmt_shape
 from prunus.ops._util import norm_dim, norm_dims
 from prunus.ops.movement import broadcast_to, reshape
+from prunus.tensor import Tensor
 
 MaxResult = namedtuple("MaxResult", ["values", "indices"])
+
+
+def _dims(dim, x, op):
+    """The reduced dims, sorted; None or an empty list means all of them (PyTorch's sum(dim=[]))."""
+    if isinstance(dim, (tuple, list)) and not dim:
+        dim = None
+    return norm_dims(dim, x.ndim, op, x.shape)
 
 
 def _kept_shape(shape, dims):
@@ -45,7 +53,7 @@ class Sum(Op):
 def sum(x, dim=None, keepdim=False, dtype=None):
     if dtype is not None:
         x = x.to(dtype)
-    return Sum.apply(x, dims=norm_dims(dim, x.ndim, "sum"), keepdim=keepdim)
+    return Sum.apply(x, dims=_dims(dim, x, "sum"), keepdim=keepdim)
 
 
 def _count(x, dims):
@@ -63,7 +71,7 @@ def mean(x, dim=None, keepdim=False, dtype=None):
             f"mean: could not infer the output dtype: input is {x.dtype.name}; "
             "pass a floating dtype or call .float() first"
         )
-    dims = norm_dims(dim, x.ndim, "mean")
+    dims = _dims(dim, x, "mean")
     n = _count(x, dims)
     return Sum.apply(x, dims=dims, keepdim=keepdim) * (1.0 / n if n else float("nan"))
 
@@ -74,7 +82,7 @@ def var(x, dim=None, correction=1, keepdim=False, unbiased=None):
         correction = 1 if unbiased else 0
     if not x.dtype.is_floating_point:
         raise DTypeError(f"var: expected a floating-point tensor, got {x.dtype.name}")
-    dims = norm_dims(dim, x.ndim, "var")
+    dims = _dims(dim, x, "var")
     n = _count(x, dims)
     centered = x - mean(x, dims, keepdim=True)
     dof = n - correction
@@ -103,6 +111,7 @@ class ProdOthers(Op):
 
     def forward(self, a, dims):
         xp = self.xp
+        self.dims = dims
         rest = tuple(d for d in range(a.ndim) if d not in dims)
         moved = xp.transpose(a, rest + dims)
         flat = moved.reshape(moved.shape[: len(rest)] + (-1,))
@@ -116,11 +125,32 @@ class ProdOthers(Op):
         return xp.transpose(res, inverse)
 
     def backward(self, g):
-        raise DTypeError("ProdOthers: the second derivative of prod is not implemented")
+        # d others_i / d x_j (i != j) is the product of the group without x_i and x_j, that is
+        # others_i of the group with x_j set to 1. Each group of n becomes an (n, n) matrix whose
+        # row j is the group with a 1 at j, and one ProdOthers along the rows gives all those
+        # products, exactly even with zeros (n^2 memory; only second derivatives of prod get here).
+        from prunus.ops.elementwise import where
+        from prunus.ops.movement import permute
+
+        x, dims = self.inputs[0], self.dims
+        order = tuple(d for d in range(x.ndim) if d not in dims) + dims
+        moved = permute(x, order)
+        lead = moved.shape[: x.ndim - len(dims)]
+        n = 1
+        for d in dims:
+            n *= x.shape[d]
+        eye = Tensor._make(self.xp.eye(n, dtype=bool), self.device, False, None)
+        rows = where(eye, 1.0, reshape(moved, lead + (1, n)))
+        pairs = ProdOthers.apply(rows, dims=(rows.ndim - 1,))
+        gx = sum(where(eye, 0.0, pairs * reshape(permute(g, order), lead + (1, n))), -1)
+        inverse = [0] * x.ndim
+        for i, d in enumerate(order):
+            inverse[d] = i
+        return permute(reshape(gx, moved.shape), tuple(inverse))
 
 
 def prod(x, dim=None, keepdim=False):
-    return Prod.apply(x, dims=norm_dims(dim, x.ndim, "prod"), keepdim=keepdim)
+    return Prod.apply(x, dims=_dims(dim, x, "prod"), keepdim=keepdim)
 
 
 class Amax(Op):
@@ -153,13 +183,13 @@ def _check_nonempty(x, dims, op):
 
 
 def amax(x, dim=None, keepdim=False):
-    dims = norm_dims(dim, x.ndim, "amax")
+    dims = _dims(dim, x, "amax")
     _check_nonempty(x, dims, "amax")
     return Amax.apply(x, dims=dims, keepdim=keepdim)
 
 
 def amin(x, dim=None, keepdim=False):
-    dims = norm_dims(dim, x.ndim, "amin")
+    dims = _dims(dim, x, "amin")
     _check_nonempty(x, dims, "amin")
     return Amin.apply(x, dims=dims, keepdim=keepdim)
 
@@ -179,13 +209,17 @@ class ArgMin(ArgMax):
 
 
 def argmax(x, dim=None, keepdim=False):
-    d = None if dim is None else norm_dim(dim, x.ndim, "argmax")
+    d = None if dim is None else norm_dim(dim, x.ndim, "argmax", x.shape)
+    if x.ndim == 0:  # dim 0 or -1 of a 0-d tensor (as PyTorch): the only element, index 0
+        d = None
     _check_nonempty(x, () if d is None else (d,), "argmax")
     return ArgMax.apply(x, dim=d, keepdim=keepdim)
 
 
 def argmin(x, dim=None, keepdim=False):
-    d = None if dim is None else norm_dim(dim, x.ndim, "argmin")
+    d = None if dim is None else norm_dim(dim, x.ndim, "argmin", x.shape)
+    if x.ndim == 0:
+        d = None
     _check_nonempty(x, () if d is None else (d,), "argmin")
     return ArgMin.apply(x, dim=d, keepdim=keepdim)
 
@@ -199,7 +233,10 @@ def _max_min(x, dim, keepdim, other, name, reduce_all, arg, pairwise):
         return pairwise(x, other)
     if dim is None:
         return reduce_all(x)
-    d = norm_dim(dim, x.ndim, name)
+    d = norm_dim(dim, x.ndim, name, x.shape)
+    if x.ndim == 0:  # dim 0 or -1 of a 0-d tensor (as PyTorch): the value and index 0
+        values, idx = _max_min(reshape(x, (1,)), 0, True, None, name, reduce_all, arg, pairwise)
+        return MaxResult(reshape(values, ()), reshape(idx, ()))
     idx = arg(x, d, keepdim=True)
     values = gather(x, d, idx)
     if not keepdim:
@@ -229,21 +266,25 @@ class LogSumExp(Op):
         self.dims, self.keepdim = dims, keepdim
         xp = self.xp
         m = a.max(axis=dims, keepdims=True)
-        m = xp.where(xp.isfinite(m), m, 0)
+        self.m = m = xp.where(xp.isfinite(m), m, 0)
         s = xp.exp(a - m).sum(axis=dims, keepdims=True)
         out = xp.log(s) + m
         self.out = out if keepdim else out.reshape(tuple(n for i, n in enumerate(out.shape) if i not in dims))
         return self.out
 
     def backward(self, g):
+        # softmax(x) = exp(x - m) / sum(exp(x - m)), not exp(x - out): for large x, out = m +
+        # log(s) is rounded to the spacing of m (1e-3 at 1e4 in float32), and exp(x - out) would
+        # carry that error. m is a constant here: softmax does not depend on the shift.
         x = self.inputs[0]
-        return _expand_back(g, self) * (x - _expand_back(self.output(), self)).exp()
+        e = (x - Tensor._make(self.m, self.device, False, None)).exp()
+        return _expand_back(g, self) * (e / sum(e, self.dims, keepdim=True))
 
 
 def logsumexp(x, dim=None, keepdim=False):
     if not x.dtype.is_floating_point:
         x = x.to(dtypes.get_default_dtype())
-    return LogSumExp.apply(x, dims=norm_dims(dim, x.ndim, "logsumexp"), keepdim=keepdim)
+    return LogSumExp.apply(x, dims=_dims(dim, x, "logsumexp"), keepdim=keepdim)
 
 
 class All(Op):
@@ -259,9 +300,9 @@ class Any(All):
 
 
 def all(x, dim=None, keepdim=False):
-    return All.apply(x, dims=norm_dims(dim, x.ndim, "all"), keepdim=keepdim)
+    return All.apply(x, dims=_dims(dim, x, "all"), keepdim=keepdim)
 
 
 def any(x, dim=None, keepdim=False):
-    return Any.apply(x, dims=norm_dims(dim, x.ndim, "any"), keepdim=keepdim)
+    return Any.apply(x, dims=_dims(dim, x, "any"), keepdim=keepdim)
 
