@@ -254,7 +254,7 @@ def _topological(roots):
     return order
 
 
-def _run_backward(roots, root_grads, retain_graph, create_graph, inputs=None, allow_unused=False):
+def _run_backward(roots, root_grads, retain_graph, create_graph, inputs=None, allow_unused=False, made=()):
     """Propagate `root_grads` from `roots` back through the graph.
 
     With `inputs` None, gradients accumulate into the `.grad` of leaves that require grad.
@@ -264,7 +264,7 @@ def _run_backward(roots, root_grads, retain_graph, create_graph, inputs=None, al
     grads = {}
     # Buffers a .grad may not take over without a copy: the caller's root gradients, and (added as
     # they are stored) the buffers already given to another leaf's .grad in this call.
-    taken = {id(_owner(g.data)) for g in root_grads}
+    taken = {id(_owner(g.data)) for g in root_grads if id(g) not in made}
     captured = wanted = None
     if inputs is not None:
         captured = {}
@@ -385,10 +385,10 @@ def _check_finite(op, i, g):
 def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False):
     """Accumulate into leaves' `.grad` the gradients of `tensors` (a Tensor or a sequence)."""
     tensors = _as_tuple(tensors)
-    grad_tensors = _root_grads(tensors, grad_tensors, "backward")
+    grad_tensors, made = _root_grads(tensors, grad_tensors, "backward")
     if retain_graph is None:
         retain_graph = create_graph
-    _run_backward(tensors, grad_tensors, retain_graph, create_graph)
+    _run_backward(tensors, grad_tensors, retain_graph, create_graph, made=made)
 
 
 def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False, allow_unused=False):
@@ -400,10 +400,12 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
             raise AutogradError(
                 f"grad: an input (shape {fmt_shape(t.shape)}) does not require grad"
             )
-    grad_outputs = _root_grads(outputs, grad_outputs, "grad")
+    grad_outputs, made = _root_grads(outputs, grad_outputs, "grad")
     if retain_graph is None:
         retain_graph = create_graph
-    return _run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs, allow_unused)
+    return _run_backward(
+        outputs, grad_outputs, retain_graph, create_graph, inputs, allow_unused, made
+    )
 
 
 def _as_tuple(x):
@@ -413,6 +415,12 @@ def _as_tuple(x):
 
 
 def _root_grads(tensors, grads, where):
+    """The root gradients: given ones checked against their tensors, or ones for scalars.
+
+    Also returns the ids of the gradients made here: nobody else holds them, so a leaf's .grad
+    may take them over without a copy.
+    """
+    made = set()
     if grads is None:
         grads = (None,) * len(tensors)
     else:
@@ -433,6 +441,7 @@ def _root_grads(tensors, grads, where):
                     f"shape {fmt_shape(t.shape)}; pass gradient= of that shape"
                 )
             g = Tensor._make(t.device.xp.ones(t.shape, dtype=t.data.dtype), t.device, False, None)
+            made.add(id(g))
         else:
             if not isinstance(g, Tensor):
                 g = Tensor._make(t.device.xp.asarray(g, dtype=t.data.dtype), t.device, False, None)
@@ -444,7 +453,7 @@ def _root_grads(tensors, grads, where):
             if g.device is not t.device:
                 raise DeviceError(f"{where}: gradient on {g.device} for a tensor on {t.device}")
         out.append(g)
-    return out
+    return out, made
 
 
 # -- gradcheck -------------------------------------------------------------------------------
