@@ -204,6 +204,10 @@ def _along(index, dim, ndim, xp):
 class Gather(Op):
     def forward(self, a, index, dim):
         self.dim = dim
+        if a.ndim == 2 and dim == 1 and index.shape[0] == a.shape[0]:
+            # picking one entry per row (a loss's target logit): plain fancy indexing is 2x
+            # faster than take_along_axis
+            return a[self.xp.arange(a.shape[0])[:, None], index]
         if index.shape != a.shape:  # PyTorch allows a smaller index in the other dims
             a = a[tuple(slice(0, n) if d != dim else slice(None) for d, n in enumerate(index.shape))]
         return self.xp.take_along_axis(a, index, axis=dim)

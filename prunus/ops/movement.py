@@ -83,6 +83,12 @@ def flatten(x, start_dim=0, end_dim=-1):
 
 
 def squeeze(x, dim=None):
+    shape = x.data.shape
+    if type(dim) is int and -len(shape) <= dim < len(shape):  # fast path: one valid dim
+        if shape[dim] != 1:
+            return x
+        d = dim % len(shape)
+        return Reshape.apply(x, shape=shape[:d] + shape[d + 1 :])
     if dim is None:
         return reshape(x, tuple(s for s in x.shape if s != 1))
     dims = norm_dims(dim, x.ndim, "squeeze", x.shape)

@@ -71,9 +71,23 @@ def mean(x, dim=None, keepdim=False, dtype=None):
             f"mean: could not infer the output dtype: input is {x.dtype.name}; "
             "pass a floating dtype or call .float() first"
         )
-    dims = _dims(dim, x, "mean")
-    n = _count(x, dims)
-    return Sum.apply(x, dims=dims, keepdim=keepdim) * (1.0 / n if n else float("nan"))
+    return Mean.apply(x, dims=_dims(dim, x, "mean"), keepdim=keepdim)
+
+
+class Mean(Op):
+    """A primitive rather than sum * (1/n): every loss ends in a mean, and one op is half the
+    cost of the composite's three."""
+
+    def forward(self, a, dims, keepdim):
+        self.dims, self.keepdim = dims, keepdim
+        n = 1
+        for d in dims:
+            n *= a.shape[d]
+        self.scale = 1.0 / n if n else float("nan")
+        return a.sum(axis=dims, keepdims=keepdim) * self.scale
+
+    def backward(self, g):
+        return _expand_back(g * self.scale, self)
 
 
 def var(x, dim=None, correction=1, keepdim=False, unbiased=None):
