@@ -6,7 +6,7 @@ Everything else lives in submodules (prunus.autograd, prunus.backend, ...).
 
 __version__ = "0.1.0"
 
-from prunus import autograd, backend, dtypes, errors  # noqa: F401
+from prunus import autograd, backend, dtypes, errors
 from prunus.autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from prunus.backend import Device, cuda_is_available
 from prunus.backend import get_device as device
@@ -52,11 +52,12 @@ from prunus.dtypes import (
     short,
     uint8,
 )
-from prunus.ops import *  # noqa: F401,F403  (prunus.exp, prunus.cat, prunus.matmul, ...)
-from prunus.ops import abs_ as abs  # noqa: F401
-from prunus.random import Generator, default_generator, initial_seed, manual_seed  # noqa: F401
+from prunus.ops import *  # noqa: F403  (prunus.exp, prunus.cat, prunus.matmul, ...)
+from prunus.ops import abs_ as abs
+from prunus.random import Generator, default_generator, initial_seed, manual_seed
 from prunus.tensor import Tensor
 
-bool = bool_  # noqa: A001  (prunus.bool, as torch.bool)
-float = float32  # noqa: A001
-int = int32  # noqa: A001
+# PyTorch's spellings prunus.bool, prunus.float, prunus.int (they shadow builtins only here)
+bool = bool_
+float = float32
+int = int32

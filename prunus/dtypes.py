@@ -20,7 +20,7 @@ _BOOL, _INT, _FLOAT = 0, 1, 2
 class DType:
     """One prunus dtype. Compare with `is` or `==`; `str(d)` is 'prunus.float32'."""
 
-    __slots__ = ("name", "np", "category", "itemsize", "is_floating_point", "is_signed", "bits")
+    __slots__ = ("bits", "category", "is_floating_point", "is_signed", "itemsize", "name", "np")
 
     def __init__(self, name: str, np_dtype, category: int):
         self.name = name

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prunus import autograd, dtypes
 from prunus.backend import Device, get_device
-from prunus.errors import AutogradError, DTypeError, IndexOutOfRangeError, fmt_shape
+from prunus.errors import AutogradError, DTypeError, fmt_shape
 
 
 class Tensor:
@@ -17,7 +17,7 @@ class Tensor:
     `Tensor(data, dtype=None, device=None, requires_grad=False)` is `prunus.tensor(...)`.
     """
 
-    __slots__ = ("data", "device", "requires_grad", "grad", "_ctx", "_hooks", "__weakref__")
+    __slots__ = ("__weakref__", "_ctx", "_hooks", "data", "device", "grad", "requires_grad")
     __array_priority__ = 1000  # numpy_scalar * tensor goes to Tensor.__rmul__, not NumPy
 
     def __init__(self, data, dtype=None, device=None, requires_grad=False):
@@ -306,6 +306,6 @@ class _HookHandle:
 
 autograd.Tensor = Tensor
 
-from prunus import ops as _ops  # noqa: E402  (the ops need the class above)
+from prunus import ops as _ops
 
 _ops.bind_methods(Tensor)

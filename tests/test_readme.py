@@ -9,7 +9,7 @@ README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 
 def _blocks():
-    return re.findall(r"```(\w+)\n(.*?)```", README.read_text(), re.S)
+    return re.findall(r"```(\w+)\n(.*?)```", README.read_text(), re.DOTALL)
 
 
 def _run(code):
@@ -31,6 +31,6 @@ def test_every_python_block_runs_and_its_comments_match():
         if lang != "python":
             continue
         printed = _run(code).splitlines()
-        promised = [m.group(1) for m in re.finditer(r"^print\(.*\)\s+# (.*)$", code, re.M)]
+        promised = [m.group(1) for m in re.finditer(r"^print\(.*\)\s+# (.*)$", code, re.MULTILINE)]
         for want in promised:
             assert want in printed, f"README promises {want!r}, got {printed}"

@@ -16,7 +16,7 @@ from prunus.errors import DeviceError, DeviceUnavailableError
 class Device:
     """A device: `type` ('cpu' or 'cuda'), `index`, its array module `xp` and its `kernels`."""
 
-    __slots__ = ("type", "index", "xp", "kernels", "array_type")
+    __slots__ = ("array_type", "index", "kernels", "type", "xp")
 
     def __init__(self, type: str, index: int | None, xp, kernels):
         self.type = type

@@ -25,7 +25,7 @@ def cupy_module(index: int):
             ) from None
         try:
             count = cupy.cuda.runtime.getDeviceCount()
-        except Exception as e:  # CuPy raises its own CUDARuntimeError without a driver
+        except Exception as e:  # noqa: BLE001  (CuPy raises its own CUDARuntimeError without a driver)
             raise DeviceUnavailableError(f"device 'cuda': CuPy found no usable GPU ({e})") from None
         if count == 0:
             raise DeviceUnavailableError("device 'cuda': CuPy is installed but sees no GPU")
