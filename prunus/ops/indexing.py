@@ -221,7 +221,9 @@ class GatherBackward(Op):
     def forward(self, g, index, dim, shape):
         self.dim = dim
         out = self.xp.zeros(shape, dtype=g.dtype)
-        if index.shape[dim] == 1:  # one pick per line: no index repeats, assignment is enough
+        if g.ndim == 2 and dim == 1 and index.shape == (shape[0], 1):  # a loss's target logit
+            out[self.xp.arange(shape[0])[:, None], index] = g
+        elif index.shape[dim] == 1:  # one pick per line: no index repeats, assignment is enough
             self.xp.put_along_axis(out[_prefix(index.shape, dim)], index, g, axis=dim)
         else:
             self.device.kernels.scatter_add(out, _along(index, dim, g.ndim, self.xp), g)
