@@ -1,0 +1,48 @@
+"""Smoke test of benchmarks/bench_core.py: it runs (--quick) and writes the JSON it promises.
+
+Timings are never asserted (see DESIGN.md, Tests); this only keeps the script from rotting.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("torch")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(REPO, "benchmarks", "bench_core.py")
+BENCHMARKS = [
+    "add_fwd_bwd_1", "add_fwd", "mul_fwd", "matmul_fwd", "relu_fwd", "sum_fwd",
+    "mlp_train_b128", "mlp_infer_b128",
+]
+
+
+def test_bench_core_quick(tmp_path):
+    out = tmp_path / "core.json"
+    proc = subprocess.run(
+        [sys.executable, SCRIPT, "--quick", "--threads", "1", "--out", str(out)],
+        capture_output=True, text=True, timeout=120, cwd=REPO, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "speed vs torch" in proc.stdout
+
+    data = json.loads(out.read_text())
+    assert {"schema", "date", "machine", "config", "checks", "results"} <= data.keys()
+    for key in ("numpy_version", "torch_version", "threads", "cpu_count"):
+        assert key in data["machine"]
+    assert data["machine"]["threads"] == 1
+    assert data["config"]["threads"] == 1
+    assert set(data["results"]) == set(BENCHMARKS)
+    assert set(data["checks"]) == set(BENCHMARKS)
+    for name, r in data["results"].items():
+        assert {"prunus", "torch"} <= r["contenders"].keys(), name
+        for who, m in r["contenders"].items():
+            assert {"median_us", "min_us", "max_us", "rounds_us", "iters_per_round"} <= m.keys()
+            assert 0 < m["min_us"] <= m["median_us"] <= m["max_us"], (name, who)
+        assert {"prunus_over_torch", "speed_vs_torch"} <= r["ratios"].keys()
+    for name in ("mlp_train_b128", "mlp_infer_b128"):
+        assert {"prunus", "torch", "torch_F", "numpy"} == set(data["results"][name]["contenders"])
+        assert "speed_vs_numpy" in data["results"][name]["ratios"]
