@@ -488,6 +488,12 @@ def loss_formula(logits, labels, logsumexp):
     return (logsumexp(logits, 1) - logits.gather(1, labels[:, None]).squeeze(1)).mean()
 
 
+def logits_prunus_f(x, W1, b1, W2, b2, W3, b3):
+    h = P.relu(P.linear(x, W1, b1))
+    h = P.relu(P.linear(h, W2, b2))
+    return P.linear(h, W3, b3)
+
+
 def logits_torch_f(x, W1, b1, W2, b2, W3, b3):
     h = F.relu(F.linear(x, W1, b1))
     h = F.relu(F.linear(h, W2, b2))
@@ -543,6 +549,7 @@ def mlp_cases():
     tp = [torch.from_numpy(a.copy()).requires_grad_() for a in params]
     tx, tlab = torch.from_numpy(x_np.copy()), torch.from_numpy(lab_np.copy())
     tpf = [torch.from_numpy(a.copy()).requires_grad_() for a in params]
+    ppf = [P.tensor(a, requires_grad=True) for a in params]
     nmlp = NumpyMLP([a.copy() for a in params], x_np.copy(), lab_np.copy())
 
     def step_prunus():
@@ -554,6 +561,22 @@ def mlp_cases():
         loss = loss_formula(logits_formula(tx, *tp, torch.relu), tlab, torch.logsumexp)
         loss.backward()
         return loss
+
+    def step_prunus_f():
+        loss = P.cross_entropy(logits_prunus_f(px, *ppf), plab)
+        loss.backward()
+        return loss
+
+    def train_prunus_f(n):
+        for _ in range(n):
+            step_prunus_f()
+            for p in ppf:
+                p.grad = None
+
+    def infer_prunus_f(n):
+        with P.no_grad():
+            for _ in range(n):
+                logits_prunus_f(px, *ppf)
 
     def step_torch_f():
         loss = F.cross_entropy(logits_torch_f(tx, *tpf), tlab)
@@ -585,7 +608,7 @@ def mlp_cases():
     def check_train():
         vals = {}
         for who, step, ps in (("prunus", step_prunus, pp), ("torch", step_torch, tp),
-                              ("torch_F", step_torch_f, tpf)):
+                              ("torch_F", step_torch_f, tpf), ("prunus_F", step_prunus_f, ppf)):
             loss = step()
             vals[who] = [loss.detach()] + [p.grad for p in ps]
             for p in ps:
@@ -619,16 +642,18 @@ def mlp_cases():
         with torch.no_grad():
             lt = logits_formula(tx, *tp, torch.relu)
             lf = logits_torch_f(tx, *tpf)
-        return {"prunus": [lp], "torch": [lt], "torch_F": [lf], "numpy": [nmlp.forward(nmlp.x)[2]]}
+            lpf = logits_prunus_f(px, *ppf)
+        return {"prunus": [lp], "torch": [lt], "torch_F": [lf], "prunus_F": [lpf],
+                "numpy": [nmlp.forward(nmlp.x)[2]]}
 
     return [
         {"name": "mlp_train_b128", "group": "mlp", "title": "LeNet-300-100 train step, b128",
          "contenders": {"prunus": train_prunus, "torch": train_torch,
-                        "torch_F": train_torch_f, "numpy": train_numpy},
+                        "torch_F": train_torch_f, "prunus_F": train_prunus_f, "numpy": train_numpy},
          "check": check_train, "blas_threads": True},
         {"name": "mlp_infer_b128", "group": "mlp", "title": "LeNet-300-100 inference, b128",
          "contenders": {"prunus": infer_prunus, "torch": infer_torch,
-                        "torch_F": infer_torch_f, "numpy": infer_numpy},
+                        "torch_F": infer_torch_f, "prunus_F": infer_prunus_f, "numpy": infer_numpy},
          "check": check_infer, "blas_threads": True},
     ]
 
@@ -639,6 +664,7 @@ CONTENDER_NOTES = {
     "prunus": "prunus eager",
     "torch": "PyTorch eager, the same formula as prunus",
     "torch_F": "PyTorch eager with F.linear / F.relu / F.cross_entropy",
+    "prunus_F": "prunus eager with prunus.linear / relu / prunus.cross_entropy (fused primitives)",
     "numpy": "hand-written NumPy (no framework): the limit",
 }
 
@@ -651,6 +677,11 @@ def ratios(res: dict, key: str = "median_us") -> dict:
             r = res[ref][key]
             out[f"prunus_over_{ref}"] = pr / r          # time ratio: > 1 means prunus slower
             out[f"speed_vs_{ref}"] = r / pr              # > 1 means prunus faster
+    if "prunus_F" in res and "torch_F" in res:
+        out["prunus_F_speed_vs_torch_F"] = res["torch_F"][key] / res["prunus_F"][key]
+        out["prunus_F_speed_vs_torch"] = res["torch"][key] / res["prunus_F"][key]
+    if "numpy" in res and "prunus_F" in res:
+        out["prunus_F_share_of_numpy"] = res["numpy"][key] / res["prunus_F"][key]
     if "numpy" in res and "torch" in res:
         out["numpy_speed_vs_torch"] = res["torch"][key] / res["numpy"][key]
     return out
@@ -699,6 +730,9 @@ def print_table(results: dict, machine: dict, cfg: dict) -> None:
             line += f"   vs torch F {q['speed_vs_torch_F']:5.2f}"
         if "speed_vs_numpy" in q:
             line += f"   share of numpy limit {100 * q['speed_vs_numpy']:5.1f}%"
+        if "prunus_F_speed_vs_torch_F" in q:
+            line += (f"\n  {'':<32} prunus_F vs torch_F {q['prunus_F_speed_vs_torch_F']:5.2f}   "
+                     f"share of numpy limit {100 * q['prunus_F_share_of_numpy']:5.1f}%")
         other = r.get("other_load_cpus")
         if other is not None and other > NOISY:
             line += f"   [noisy: other processes kept {other:.2f} CPUs busy]"

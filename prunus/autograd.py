@@ -10,7 +10,9 @@ managers, `grad()`, anomaly detection and `gradcheck`.
 from __future__ import annotations
 
 import functools
+import itertools
 import traceback
+from heapq import heappop, heappush
 
 import numpy as np
 
@@ -27,6 +29,7 @@ from prunus.errors import (
 
 Tensor = None  # set by prunus.tensor once the class exists (the two modules need each other)
 _new = object.__new__
+_next_seq = itertools.count().__next__  # creation order of recorded ops (see _run_backward)
 
 _grad_enabled = True
 _anomaly = False
@@ -189,6 +192,7 @@ class Op:
                 if record:
                     op.needs_input_grad = needs
             if record:
+                op.seq = _next_seq()
                 if _anomaly:
                     op._stack = traceback.format_stack()[:-1]
                 t.requires_grad = True
@@ -227,31 +231,12 @@ def _device_mismatch(cls, inputs):
 # -- the engine ------------------------------------------------------------------------------
 
 
-def _topological(roots):
-    """Ops reachable from `roots`, each after every op that consumes its output. Iterative."""
-    order, seen = [], set()
-    stack = [(op, False) for op in roots]
-    while stack:
-        op, done = stack.pop()
-        if done:
-            order.append(op)
-            continue
-        if op in seen:
-            continue
-        seen.add(op)
-        if op.inputs is None:
-            raise AutogradError(
-                f"trying to backward through the graph a second time (through {op.name}): its "
-                "saved values were freed after the first backward; pass retain_graph=True to the "
-                "first backward if you need to go through it again"
-            )
-        stack.append((op, True))
-        for t in op.inputs:
-            c = t._ctx
-            if c is not None and c not in seen:
-                stack.append((c, False))
-    order.reverse()
-    return order
+def _freed(op):
+    return AutogradError(
+        f"trying to backward through the graph a second time (through {op.name}): its saved "
+        "values were freed after the first backward; pass retain_graph=True to the first "
+        "backward if you need to go through it again"
+    )
 
 
 def _run_backward(roots, root_grads, retain_graph, create_graph, inputs=None, allow_unused=False, made=()):
@@ -273,16 +258,26 @@ def _run_backward(roots, root_grads, retain_graph, create_graph, inputs=None, al
     prev_mode = _grad_enabled
     _grad_enabled = bool(create_graph)
     try:
+        # Every recorded op has a sequence number larger than those of the ops that made its
+        # inputs, so taking the largest pending number first visits each op after all of its
+        # consumers (as PyTorch's engine does). Only ops that receive a gradient are visited.
+        heap = []
         for t, g in zip(roots, root_grads):
-            if t._ctx is None:
+            c = t._ctx
+            if c is None:
                 _deliver_leaf(t, g, captured, wanted, create_graph, taken)
-            else:
-                prev = grads.get(t._ctx)
-                grads[t._ctx] = g if prev is None else prev + g
-        for op in _topological([t._ctx for t in roots if t._ctx is not None]):
-            g = grads.pop(op, None)
-            if g is None:
                 continue
+            prev = grads.get(c)
+            if prev is None:
+                grads[c] = g
+                heappush(heap, (-c.seq, c))
+            else:
+                grads[c] = prev + g
+        while heap:
+            op = heappop(heap)[1]
+            g = grads.pop(op)
+            if op.inputs is None:
+                raise _freed(op)
             state = op.__dict__
             hooks = state.get("_hooks")
             if hooks:
@@ -321,10 +316,16 @@ def _run_backward(roots, root_grads, retain_graph, create_graph, inputs=None, al
                     _deliver_leaf(t, ig, captured, wanted, create_graph, taken)
                 else:
                     prev = grads.get(c)
-                    grads[c] = ig if prev is None else prev + ig
+                    if prev is None:
+                        grads[c] = ig
+                        heappush(heap, (-c.seq, c))
+                    else:
+                        grads[c] = prev + ig
             if not retain_graph:
+                seq = op.seq
                 state.clear()  # saved arrays and inputs; inputs=None marks the op as freed
                 op.inputs = None
+                op.seq = seq  # a later graph built on this op's output still orders by it
     finally:
         _grad_enabled = prev_mode
     if captured is None:

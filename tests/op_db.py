@@ -26,6 +26,7 @@ from op_samples import (
     cat_samples,
     clamp_samples,
     concat,
+    cross_entropy_samples,
     dims_variants,
     distinct,
     full_and_0d,
@@ -34,6 +35,7 @@ from op_samples import (
     getitem_samples,
     indep,
     index_select_samples,
+    linear_samples,
     lse_variants,
     masked_fill_samples,
     matmul_samples,
@@ -466,6 +468,8 @@ OP_DB: list[OpInfo] = [
     OpInfo("getitem", operator.getitem, operator.getitem, getitem_samples),
     # -- linear algebra
     OpInfo("matmul", prunus.matmul, T.matmul, matmul_samples, binary=True),
+    OpInfo("linear", prunus.linear, F.linear, linear_samples),
+    OpInfo("cross_entropy", prunus.cross_entropy, F.cross_entropy, cross_entropy_samples),
 ]
 
 OPS = {info.name: info for info in OP_DB}

@@ -742,3 +742,36 @@ def with_kwargs(samples_fn, *kwarg_sets):
 
 
 away0 = lambda rng, shape: away(rng, shape, (0.0,))
+
+
+def linear_samples(rng):
+    n = lambda *s: Arr(normal(rng, s))
+    return [
+        SampleInput((n(4, 3), n(2, 3), n(2)), desc="(N, in) with bias"),
+        SampleInput((n(4, 3), n(2, 3)), desc="no bias"),
+        SampleInput((n(2, 2, 3), n(2, 3), n(2)), desc="leading batch dims"),
+        SampleInput((n(3), n(2, 3), n(2)), desc="1-D input"),
+        SampleInput((transposed(normal(rng, (4, 3))), n(2, 3), n(2)), desc="non-contiguous input"),
+        SampleInput(
+            (Arr(normal(rng, (4, 3)), requires_grad=False), n(2, 3), n(2)), desc="input without grad"
+        ),
+    ]
+
+
+def cross_entropy_samples(rng):
+    logits = lambda *s: Arr(normal(rng, s))
+    return [
+        SampleInput((logits(4, 3), Idx(np.array([0, 2, 1, 2]))), desc="mean"),
+        SampleInput((logits(4, 3), Idx(np.array([0, 2, 1, 2]))), {"reduction": "sum"}, desc="sum"),
+        SampleInput((logits(3, 4), Idx(np.array([3, 0, 0]))), {"reduction": "none"}, desc="none"),
+        SampleInput(
+            (logits(4, 3), Idx(np.array([0, -100, 1, 2]))), desc="ignore_index (default -100)"
+        ),
+        SampleInput(
+            (logits(3, 3), Idx(np.array([1, 1, 2]))), {"ignore_index": 1, "reduction": "none"},
+            desc="ignore_index=1, none",
+        ),
+        SampleInput(
+            (transposed(normal(rng, (4, 3))), Idx(np.array([2, 0, 1, 1]))), desc="transposed logits"
+        ),
+    ]

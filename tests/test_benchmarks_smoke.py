@@ -44,5 +44,5 @@ def test_bench_core_quick(tmp_path):
             assert 0 < m["min_us"] <= m["median_us"] <= m["max_us"], (name, who)
         assert {"prunus_over_torch", "speed_vs_torch"} <= r["ratios"].keys()
     for name in ("mlp_train_b128", "mlp_infer_b128"):
-        assert {"prunus", "torch", "torch_F", "numpy"} == set(data["results"][name]["contenders"])
+        assert {"prunus", "prunus_F", "torch", "torch_F", "numpy"} == set(data["results"][name]["contenders"])
         assert "speed_vs_numpy" in data["results"][name]["ratios"]

@@ -4,7 +4,7 @@
 `prunus.exp(x)` and the graph capture all reach the same op class.
 """
 
-from prunus.ops import activation, convert, elementwise, indexing, inplace, linalg, movement, reduce
+from prunus.ops import activation, convert, elementwise, indexing, inplace, linalg, loss, movement, reduce
 from prunus.ops.activation import (
     elu,
     erf,
@@ -56,7 +56,8 @@ from prunus.ops.elementwise import (
 )
 from prunus.ops.indexing import gather, getitem, index_select, masked_fill, setitem_
 from prunus.ops.inplace import add_, clamp_, copy_, div_, fill_, masked_fill_, mul_, sub_, zero_
-from prunus.ops.linalg import bmm, dot, matmul, mm, mT, outer
+from prunus.ops.linalg import bmm, dot, linear, matmul, mm, mT, outer
+from prunus.ops.loss import cross_entropy
 from prunus.ops.movement import (
     broadcast_tensors,
     broadcast_to,

@@ -113,3 +113,57 @@ def mT(x):
     if x.ndim < 2:
         raise ShapeError(f"mT: needs at least 2 dimensions, got shape {fmt_shape(x.shape)}")
     return transpose(x, -2, -1)
+
+
+class Linear(Op):
+    """x @ W.T + b in one primitive (PyTorch's F.linear), for x of shape (N, in).
+
+    A measured hot spot: as separate ops a layer is a transpose, a matmul and an add forward and
+    six ops backward. Fused, the bias is added in place into the fresh matmul result, and the
+    backward is three products: g @ W, g.T @ x (already in W's layout) and the bias sum.
+    """
+
+    def forward(self, x, w, b=None):
+        out = x @ w.T
+        if b is not None:
+            out += b
+        return out
+
+    def backward(self, g):
+        x, w = self.inputs[0], self.inputs[1]
+        needs = self.needs_input_grad
+        gx = MatMul.apply(g, w) if needs[0] else None
+        gw = MatMul.apply(Permute.apply(g, dims=(1, 0)), x) if needs[1] else None
+        if len(self.inputs) == 2:
+            return gx, gw
+        gb = sum_to(g, self.inputs[2].shape) if needs[2] else None
+        return gx, gw, gb
+
+
+def linear(x, weight, bias=None):
+    """y = x @ weight.T + bias, for x of shape (..., in), weight (out, in), bias (out,)."""
+    if x.ndim == 0 or weight.ndim != 2 or x.shape[-1] != weight.shape[1]:
+        raise ShapeError(
+            f"linear: input {fmt_shape(x.shape)} and weight {fmt_shape(weight.shape)}: dimension "
+            f"-1 of the input must equal dimension 1 of the (out, in) weight"
+        )
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise ShapeError(
+            f"linear: bias {fmt_shape(bias.shape)} must have shape ({weight.shape[0]},) for weight "
+            f"{fmt_shape(weight.shape)}"
+        )
+    dt = x.data.dtype
+    if (
+        weight.data.dtype != dt
+        or (bias is not None and bias.data.dtype != dt)
+        or dt.kind != "f"
+    ):
+        got = ", ".join(t.dtype.name for t in (x, weight, bias) if t is not None)
+        raise DTypeError(f"linear: input, weight and bias must share one floating dtype, got {got}")
+    if x.ndim != 2:  # fold leading dimensions into one batch dimension, and back
+        lead = x.shape[:-1]
+        flat = linear(reshape(x, (-1, x.shape[-1])), weight, bias)
+        return reshape(flat, lead + (weight.shape[0],))
+    if bias is None:
+        return Linear.apply(x, weight)
+    return Linear.apply(x, weight, bias)

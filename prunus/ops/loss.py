@@ -1,0 +1,135 @@
+"""Losses that are primitives for speed and stability: cross_entropy (log_softmax + NLL fused).
+
+Composed of generic ops, cross-entropy is about twenty ops per step and recomputes the softmax
+in backward; fused, forward keeps the softmax and backward is one pass, (softmax - onehot) * w.
+The remaining losses (MSE, L1, hinge, ...) are compositions and live in prunus.nn.functional.
+"""
+
+from __future__ import annotations
+
+from prunus.autograd import Op
+from prunus.errors import ArgumentError, DTypeError, IndexOutOfRangeError, ShapeError, fmt_shape
+from prunus.ops.activation import softmax
+from prunus.ops.indexing import masked_fill
+from prunus.ops.movement import broadcast_to, reshape
+from prunus.tensor import Tensor
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _row_weights(xp, valid, g, reduction, count, dtype):
+    """The weight of each row's (softmax - onehot) in the gradient, shape (N, 1)."""
+    if reduction == "none":
+        w = g * valid
+    else:
+        w = valid * (g / count if reduction == "mean" else g)
+    return w.astype(dtype, copy=False).reshape(-1, 1)
+
+
+class CrossEntropy(Op):
+    """-log softmax(z)[target], over rows of z (N, C); rows whose target is ignore_index count 0."""
+
+    def forward(self, z, target, reduction, ignore_index):
+        xp = self.xp
+        self.reduction, self.ignore_index = reduction, ignore_index
+        rows = xp.arange(z.shape[0])
+        valid = target != ignore_index
+        safe = xp.where(valid, target, 0)
+        m = z.max(axis=1, keepdims=True)
+        e = xp.exp(z - m)
+        s = e.sum(axis=1, keepdims=True)
+        losses = (xp.log(s[:, 0]) + m[:, 0] - z[rows, safe]) * valid
+        e /= s
+        self.p, self.rows, self.safe, self.valid = e, rows, safe, valid
+        self.count = int(valid.sum())
+        if reduction == "none":
+            return losses.astype(z.dtype, copy=False)
+        total = losses.sum(dtype=z.dtype)
+        if reduction == "sum":
+            return total
+        return total / z.dtype.type(self.count) if self.count else z.dtype.type("nan")
+
+    def backward(self, g):
+        z, target = self.inputs
+        return (
+            CrossEntropyBackward.apply(
+                z, target, g, reduction=self.reduction, ignore_index=self.ignore_index,
+                saved=(self.p, self.rows, self.safe, self.valid, self.count),
+            ),
+            None,
+        )
+
+
+class CrossEntropyBackward(Op):
+    """d loss/dz = (softmax(z) - onehot(target)) * w, w per row from the loss's gradient g."""
+
+    def forward(self, z, target, g, reduction, ignore_index, saved):
+        p, rows, safe, valid, count = saved
+        self.reduction, self.ignore_index, self.count = reduction, ignore_index, count
+        w = _row_weights(self.xp, valid, g, reduction, max(count, 1), z.dtype)
+        out = p * w
+        out[rows, safe] -= w[:, 0]
+        return out
+
+    def backward(self, gg):
+        # Second order, with prunus ops: the softmax Jacobian applied to gg * w for z, and the
+        # contraction of gg with (softmax - onehot) for g.
+        z, target, g = self.inputs
+        nz, _, ng = self.needs_input_grad
+        valid = target != self.ignore_index
+        p = softmax(z, 1)
+        onehot = _onehot(target, z)
+        if self.reduction == "none":
+            w = reshape(masked_fill(g, ~valid, 0.0), (-1, 1))
+        else:
+            scale = 1.0 / max(self.count, 1) if self.reduction == "mean" else 1.0
+            w = reshape(masked_fill(broadcast_to(g * scale, valid.shape), ~valid, 0.0), (-1, 1))
+        gz = gw = None
+        if nz:
+            u = gg * w
+            gz = p * (u - (u * p).sum(1, keepdim=True))
+        if ng:
+            per_row = masked_fill(((p - onehot) * gg).sum(1), ~valid, 0.0)
+            if self.reduction == "none":
+                gw = per_row
+            else:
+                scale = 1.0 / max(self.count, 1) if self.reduction == "mean" else 1.0
+                gw = per_row.sum() * scale
+        return gz, None, gw
+
+
+def _onehot(target, like):
+    xp = like.device.xp
+    n, c = like.shape
+    hot = xp.zeros((n, c), dtype=like.data.dtype)
+    t = target.data
+    ok = (t >= 0) & (t < c)
+    hot[xp.arange(n)[ok], t[ok]] = 1
+    return Tensor._make(hot, like.device, False, None)
+
+
+def cross_entropy(input, target, reduction="mean", ignore_index=-100):
+    """Cross-entropy of logits `input` (N, C) against class indices `target` (N,), as
+    torch.nn.functional.cross_entropy: log_softmax and negative log-likelihood in one stable op.
+    Rows whose target is `ignore_index` add nothing and are left out of the mean."""
+    if reduction not in _REDUCTIONS:
+        raise ArgumentError(f"cross_entropy: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    if not isinstance(target, Tensor) or target.dtype.category != 1:
+        got = f"{target.dtype.name} {fmt_shape(target.shape)}" if isinstance(target, Tensor) else type(target).__name__
+        raise DTypeError(f"cross_entropy: target must be an integer tensor of class indices, got {got}")
+    if not input.dtype.is_floating_point:
+        raise DTypeError(f"cross_entropy: input must be floating-point logits, got {input.dtype.name}")
+    if input.ndim != 2 or target.shape != input.shape[:1]:
+        raise ShapeError(
+            f"cross_entropy: input {fmt_shape(input.shape)} must be (N, C) and target "
+            f"{fmt_shape(target.shape)} must be (N,) with the same N (dimension 0)"
+        )
+    t = target.data
+    if t.size and not (0 <= int(t.min()) and int(t.max()) < input.shape[1]):
+        bad = t[(t != ignore_index) & ((t < 0) | (t >= input.shape[1]))]
+        if bad.size:
+            raise IndexOutOfRangeError(
+                f"cross_entropy: target {int(bad[0])} is out of range for {input.shape[1]} classes "
+                f"(dimension 1 of input {fmt_shape(input.shape)})"
+            )
+    return CrossEntropy.apply(input, target, reduction=reduction, ignore_index=ignore_index)
