@@ -213,6 +213,9 @@ class Op:
         return Tensor._make(self.out, self.device, False, None)
 
 
+Function = Op  # PyTorch's name for the same idea (torch.autograd.Function)
+
+
 def _explain_failure(op, inputs, exc):
     """Turn an array library's exception into a prunus error naming the op, shapes and dtypes."""
     explain = getattr(op, "explain", None)

@@ -276,8 +276,8 @@ class Tensor:
 
         def keep(g):
             t = ref()
-            if t is not None:
-                t.grad = g if t.grad is None else t.grad + g
+            if t is not None:  # a copy: the engine passes g on, and .grad is the user's to modify
+                t.grad = g.clone() if t.grad is None else t.grad + g
 
         self.register_hook(keep)
 
