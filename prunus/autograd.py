@@ -317,7 +317,7 @@ def _run_backward(roots, root_grads, retain_graph, create_graph, inputs=None, al
                 c = t._ctx
                 if c is None:
                     _deliver_leaf(t, ig, captured, wanted, create_graph, taken)
-                else:
+                else:  # the same as for the roots above, inline: this is the hot loop
                     prev = grads.get(c)
                     if prev is None:
                         grads[c] = ig

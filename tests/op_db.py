@@ -129,6 +129,18 @@ class OpInfo:
         return f"OpInfo({self.name})"
 
 
+# tril and triu: diagonals 0, above, below; a batch; a transposed input
+TRI_SAMPLES = shape_samples(
+    [
+        ((3, 4), (), {}),
+        ((3, 4), (1,), {}),
+        ((3, 4), (-1,), {}),
+        ((2, 3, 2), (), {}),
+        ("T", (), {}),
+    ]
+)
+
+
 def _unary(name, ref=None, gen=normal, **kw):
     return OpInfo(name, getattr(prunus, name), ref or getattr(T, name), unary_samples(gen), **kw)
 
@@ -433,34 +445,8 @@ OP_DB: list[OpInfo] = [
     OpInfo("gather", prunus.gather, T.gather, gather_samples),
     OpInfo("index_select", prunus.index_select, T.index_select, index_select_samples),
     OpInfo("masked_fill", prunus.masked_fill, T.masked_fill, masked_fill_samples),
-    OpInfo(
-        "tril",
-        prunus.tril,
-        T.tril,
-        shape_samples(
-            [
-                ((3, 4), (), {}),
-                ((3, 4), (1,), {}),
-                ((3, 4), (-1,), {}),
-                ((2, 3, 2), (), {}),
-                ("T", (), {}),
-            ]
-        ),
-    ),
-    OpInfo(
-        "triu",
-        prunus.triu,
-        T.triu,
-        shape_samples(
-            [
-                ((3, 4), (), {}),
-                ((3, 4), (1,), {}),
-                ((3, 4), (-1,), {}),
-                ((2, 3, 2), (), {}),
-                ("T", (), {}),
-            ]
-        ),
-    ),
+    OpInfo("tril", prunus.tril, T.tril, TRI_SAMPLES),
+    OpInfo("triu", prunus.triu, T.triu, TRI_SAMPLES),
     OpInfo("clone", prunus.clone, T.clone, unary_samples(normal)),
     # one tensor used twice (x * x): the engine must add both contributions to its gradient
     OpInfo("square", lambda x: x.square(), lambda x: x.square(), unary_samples(normal)),
