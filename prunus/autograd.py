@@ -58,9 +58,11 @@ class _GradMode:
         return False
 
     def __call__(self, fn):
+        mode = self.mode
+
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            with self.__class__() if type(self) is not set_grad_enabled else set_grad_enabled(self.mode):
+            with set_grad_enabled(mode):  # a fresh context per call: calls may nest or recurse
                 return fn(*args, **kwargs)
 
         return wrapper
@@ -208,9 +210,12 @@ class Op:
         Built anew rather than kept: keeping the output Tensor would make a reference cycle.
         Inside create_graph it is a node of the graph, so second derivatives flow through it.
         """
+        out = self.out
+        if type(out) is not self.device.array_type:  # forward kept a NumPy scalar (0-d result)
+            out = self.out = self.device.xp.asarray(out)
         if _grad_enabled:
-            return Tensor._make(self.out, self.device, True, self)
-        return Tensor._make(self.out, self.device, False, None)
+            return Tensor._make(out, self.device, True, self)
+        return Tensor._make(out, self.device, False, None)
 
 
 Function = Op  # PyTorch's name for the same idea (torch.autograd.Function)
