@@ -147,18 +147,25 @@ def t(x):
 # -- broadcasting ----------------------------------------------------------------------------
 
 
+def broadcast_array(xp, a, shape):
+    """`a` broadcast to `shape`: a filled copy when small, a read-only view when large.
+
+    xp.broadcast_to costs ~5 us of Python whatever the size; filling a small array is several
+    times cheaper (and gives a writable result).
+    """
+    size = 1
+    for n in shape:
+        size *= n
+    if size <= 65536:
+        out = xp.empty(shape, dtype=a.dtype)
+        out[...] = a
+        return out
+    return xp.broadcast_to(a, shape)
+
+
 class BroadcastTo(Op):
     def forward(self, a, shape):
-        size = 1
-        for n in shape:
-            size *= n
-        if size <= 65536:
-            # xp.broadcast_to costs ~5 us of Python whatever the size; filling a small array is
-            # several times cheaper (and gives a writable result)
-            out = self.xp.empty(shape, dtype=a.dtype)
-            out[...] = a
-            return out
-        return self.xp.broadcast_to(a, shape)
+        return broadcast_array(self.xp, a, shape)
 
     def backward(self, g):
         return sum_to(g, self.inputs[0].shape)

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections import namedtuple
 
 from prunus import dtypes
-from prunus.autograd import Op
+from prunus.autograd import Op, is_grad_enabled
 from prunus.errors import DTypeError, ShapeError, fmt_shape
 from prunus.ops._util import norm_dim, norm_dims
-from prunus.ops.movement import broadcast_to, reshape
+from prunus.ops.movement import broadcast_array, broadcast_to, reshape
 from prunus.tensor import Tensor
 
 MaxResult = namedtuple("MaxResult", ["values", "indices"])
@@ -34,12 +34,27 @@ def _kept_shape(shape, dims):
     return tuple(1 if i in dims else s for i, s in enumerate(shape))
 
 
-def _expand_back(g, op):
-    """Broadcast a reduced gradient back over the input's shape (undoing keepdim=False)."""
-    shape = op.inputs[0].shape
-    if not op.keepdim:
-        g = reshape(g, _kept_shape(shape, op.dims))
-    return broadcast_to(g, shape)
+def _expand_back(g, op, scale=1.0):
+    """A reduction's gradient broadcast back over the reduced input (undoing keepdim=False)."""
+    return Unreduce.apply(g, shape=op.inputs[0].shape, dims=op.dims, keepdim=op.keepdim, scale=scale)
+
+
+class Unreduce(Op):
+    """`g`, the gradient of a reduction over `dims`, spread back over the input's `shape` and
+    times `scale`: the backward of sum (scale 1) and mean (1/n) as one op, where reshape and
+    broadcast_to were two. Its own gradient is the reduction again."""
+
+    def forward(self, g, shape, dims, keepdim, scale):
+        self.dims, self.keepdim, self.scale = dims, keepdim, scale
+        if not keepdim:
+            g = g.reshape(_kept_shape(shape, dims))
+        if scale != 1.0:
+            g = g * scale  # on the small, reduced array
+        return broadcast_array(self.xp, g, shape)
+
+    def backward(self, gg):
+        s = Sum.apply(gg, dims=self.dims, keepdim=self.keepdim)
+        return s * self.scale if self.scale != 1.0 else s
 
 
 class Sum(Op):
@@ -92,7 +107,7 @@ class Mean(Op):
         return a.sum(axis=dims, keepdims=keepdim) * self.scale
 
     def backward(self, g):
-        return _expand_back(g * self.scale, self)
+        return _expand_back(g, self, self.scale)
 
 
 def var(x, dim=None, correction=1, keepdim=False, unbiased=None):
@@ -296,8 +311,25 @@ class LogSumExp(Op):
         # log(s) is rounded to the spacing of m (1e-3 at 1e4 in float32), and exp(x - out) would
         # carry that error. m is a constant here: softmax does not depend on the shift.
         x = self.inputs[0]
+        if not is_grad_enabled():  # a plain backward: the same formula as one fused pass
+            return LogSumExpGrad.apply(x, g, m=self.m, dims=self.dims, keepdim=self.keepdim)
         e = (x - Tensor._make(self.m, self.device, False, None)).exp()
         return _expand_back(g, self) * (e / sum(e, self.dims, keepdim=True))
+
+
+class LogSumExpGrad(Op):
+    """softmax(x) * g, LogSumExp's backward in one pass; only used outside create_graph (it has
+    no gradient of its own: the composite in LogSumExp.backward is used when one is needed)."""
+
+    differentiable = False
+
+    def forward(self, x, g, m, dims, keepdim):
+        e = self.xp.exp(x - m)
+        e /= e.sum(axis=dims, keepdims=True)
+        if not keepdim:
+            g = g.reshape(_kept_shape(x.shape, dims))
+        e *= g
+        return e
 
 
 def logsumexp(x, dim=None, keepdim=False):
