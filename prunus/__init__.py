@@ -52,7 +52,7 @@ from prunus.dtypes import (
     short,
     uint8,
 )
-from prunus.ops import *  # noqa: F403  (prunus.exp, prunus.cat, prunus.matmul, ...)
+from prunus.ops import *  # prunus.exp, prunus.cat, prunus.matmul, ...
 from prunus.ops import abs_ as abs
 from prunus.random import Generator, default_generator, initial_seed, manual_seed
 from prunus.tensor import Tensor

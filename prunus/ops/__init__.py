@@ -4,7 +4,17 @@
 `prunus.exp(x)` and the graph capture all reach the same op class.
 """
 
-from prunus.ops import activation, convert, elementwise, indexing, inplace, linalg, loss, movement, reduce
+from prunus.ops import (
+    activation,
+    convert,
+    elementwise,
+    indexing,
+    inplace,
+    linalg,
+    loss,
+    movement,
+    reduce,
+)
 from prunus.ops.activation import (
     elu,
     erf,

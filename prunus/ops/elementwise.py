@@ -105,9 +105,16 @@ def add(a, b, alpha=1):
     return _arith(Add, a, b if alpha == 1 else b * alpha)
 
 
+def _is_bool(x) -> bool:
+    return type(x) is bool or type(x) is Tensor and x.data.dtype.kind == "b"
+
+
 def sub(a, b, alpha=1):
-    if type(a) is Tensor and a.dtype is dtypes.bool_:
-        raise DTypeError(f"Sub: subtracting bool tensors {fmt_shape(a.shape)} is not supported; use ~ or logical_xor")
+    if _is_bool(a) or _is_bool(b):  # either side bool, tensor or Python bool: PyTorch refuses too
+        raise DTypeError(
+            f"Sub: subtraction with a bool operand ({describe(a)} - {describe(b)}) is not "
+            "supported; use ~ or logical_xor"
+        )
     return _arith(Sub, a, b if alpha == 1 else b * alpha)
 
 

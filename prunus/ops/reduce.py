@@ -14,7 +14,7 @@ from prunus import dtypes
 from prunus.autograd import Op, is_grad_enabled
 from prunus.errors import DTypeError, ShapeError, fmt_shape
 from prunus.ops._util import norm_dim, norm_dims
-from prunus.ops.movement import broadcast_array, broadcast_to, reshape
+from prunus.ops.movement import broadcast_array, reshape
 from prunus.tensor import Tensor
 
 MaxResult = namedtuple("MaxResult", ["values", "indices"])
