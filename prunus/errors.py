@@ -69,6 +69,13 @@ class GradcheckError(AutogradError):
     code = "gradcheck"
 
 
+class StateDictError(PrunusError, ValueError, RuntimeError):
+    """load_state_dict found missing, unexpected or mis-shaped keys; the message lists them all,
+    with expected and got shapes. Also a RuntimeError, which is what PyTorch raises."""
+
+    code = "state_dict"
+
+
 class ModelFormatError(PrunusError, ValueError):
     """A file that is not a valid prunus file: bad magic, version, structure or offsets."""
 
@@ -79,6 +86,18 @@ class ChecksumError(ModelFormatError):
     """A file whose content does not match its recorded checksum."""
 
     code = "checksum"
+
+
+class NonFiniteError(PrunusError, RuntimeError):
+    """A value that must be finite is NaN or Inf (e.g. the gradient norm in clip_grad_norm_)."""
+
+    code = "nonfinite"
+
+
+class DatasetNotFoundError(PrunusError, FileNotFoundError):
+    """Dataset files are missing (and downloading was not allowed or failed); says where to put them."""
+
+    code = "dataset_not_found"
 
 
 def fmt_shape(shape) -> str:
