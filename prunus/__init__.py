@@ -56,6 +56,7 @@ from prunus.ops import *  # prunus.exp, prunus.cat, prunus.matmul, ...
 from prunus.ops import abs_ as abs
 from prunus.random import Generator, default_generator, initial_seed, manual_seed
 from prunus.tensor import Tensor
+from prunus import nn  # noqa: E402
 
 # PyTorch's spellings prunus.bool, prunus.float, prunus.int (they shadow builtins only here)
 bool = bool_

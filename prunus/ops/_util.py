@@ -30,6 +30,8 @@ def _is_number(x) -> bool:
 
 def promote(a, b, op: str):
     """Both operands as tensors of PyTorch's promoted dtype (see prunus.dtypes)."""
+    # Fast paths on exact types (`type(x) is Tensor` is cheaper than isinstance); subclasses such
+    # as nn.Parameter, NumPy scalars and mixed dtypes take the general path below.
     if type(a) is Tensor:
         if type(b) is Tensor:
             da, db = a.data.dtype, b.data.dtype
@@ -37,10 +39,25 @@ def promote(a, b, op: str):
                 d = dtypes.result_type(a, b)
                 return a.to(d), b.to(d)
             return a, b
-        d = a.dtype if _keeps_dtype(a.dtype, b) else dtypes.result_type(a, b)
+        if _keeps_dtype(a.dtype, b):
+            return a, constant(b, a, a.dtype)
+    elif type(b) is Tensor and _keeps_dtype(b.dtype, a):
+        return constant(a, b, b.dtype), b
+    return _promote(a, b, op)
+
+
+def _promote(a, b, op: str):
+    """promote's general case, with isinstance: Tensor subclasses (nn.Parameter) are tensors."""
+    if isinstance(a, Tensor):
+        if isinstance(b, Tensor):
+            if a.data.dtype != b.data.dtype:
+                d = dtypes.result_type(a, b)
+                return a.to(d), b.to(d)
+            return a, b
+        d = dtypes.result_type(a, b)
         return (a if d is a.dtype else a.to(d)), constant(b, a, d)
-    if type(b) is Tensor:
-        d = b.dtype if _keeps_dtype(b.dtype, a) else dtypes.result_type(b, a)
+    if isinstance(b, Tensor):
+        d = dtypes.result_type(b, a)
         return constant(a, b, d), (b if d is b.dtype else b.to(d))
     raise DTypeError(f"{op}: expected at least one tensor, got {type(a).__name__} and {type(b).__name__}")
 
@@ -91,7 +108,7 @@ def norm_dims(dim, ndim: int, op: str, shape=None) -> tuple:
         if len(set(dims)) != len(dims):
             where = "" if shape is None else f" for shape {fmt_shape(shape)}"
             raise ShapeError(f"{op}: dimension repeated in dim={tuple(dim)}{where}")
-        return dims
+        return dims if ndim else ()  # a 0-d tensor's dim (0,) or [-1]: nothing to index
     d = norm_dim(dim, ndim, op, shape)  # a 0-d tensor accepts dim 0 and -1, as in PyTorch
     return (d,) if ndim else ()
 

@@ -40,7 +40,7 @@ class MatMul(Op):
 
 
 def matmul(a, b):
-    if type(a) is Tensor and type(b) is Tensor:  # fast path: two matrices of one float dtype
+    if isinstance(a, Tensor) and isinstance(b, Tensor):  # fast path: two float matrices, one dtype
         x, y = a.data, b.data
         if (
             x.ndim == 2 and y.ndim == 2 and x.dtype is y.dtype and x.shape[1] == y.shape[0]

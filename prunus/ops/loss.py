@@ -108,10 +108,14 @@ def _onehot(target, like):
     return Tensor._make(hot, like.device, False, None)
 
 
-def cross_entropy(input, target, reduction="mean", ignore_index=-100):
+def cross_entropy(input, target, weight=None, reduction="mean", ignore_index=-100, label_smoothing=0.0):
     """Cross-entropy of logits `input` (N, C) against class indices `target` (N,), as
     torch.nn.functional.cross_entropy: log_softmax and negative log-likelihood in one stable op.
-    Rows whose target is `ignore_index` add nothing and are left out of the mean."""
+    Rows whose target is `ignore_index` add nothing and are left out of the mean. `weight` (C,)
+    weighs each class (the mean divides by the summed weights of the targets); `label_smoothing`
+    mixes the one-hot target with the uniform distribution, as PyTorch does."""
+    if isinstance(weight, str):  # the old signature cross_entropy(input, target, reduction)
+        weight, reduction = None, weight
     if reduction not in _REDUCTIONS:
         raise ArgumentError(f"cross_entropy: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
     if not isinstance(target, Tensor) or target.dtype.category != 1:
@@ -132,4 +136,95 @@ def cross_entropy(input, target, reduction="mean", ignore_index=-100):
                 f"cross_entropy: target {int(bad[0])} is out of range for {input.shape[1]} classes "
                 f"(dimension 1 of input {fmt_shape(input.shape)})"
             )
-    return CrossEntropy.apply(input, target, reduction=reduction, ignore_index=ignore_index)
+    if weight is None and not label_smoothing:
+        return CrossEntropy.apply(input, target, reduction=reduction, ignore_index=ignore_index)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ArgumentError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+    if weight is not None:
+        if not isinstance(weight, Tensor) or weight.shape != (input.shape[1],):
+            got = fmt_shape(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
+            raise ShapeError(
+                f"cross_entropy: weight must be a tensor of shape ({input.shape[1]},), one per class "
+                f"(dimension 1 of input {fmt_shape(input.shape)}), got {got}"
+            )
+        weight = weight.to(input.device).data.astype(input.data.dtype, copy=False)
+    return SoftTargetCrossEntropy.apply(
+        input, target, reduction=reduction, ignore_index=ignore_index, weight=weight,
+        smoothing=float(label_smoothing),
+    )
+
+
+class SoftTargetCrossEntropy(Op):
+    """Cross-entropy with class weights and/or label smoothing: -sum_c q[i, c] log softmax(z)[i, c]
+    per row, with the target distribution q[i] = (1 - eps) w[t_i] onehot(t_i) + eps/C w (w = 1
+    without weights; 0 for ignored rows). 'mean' divides by sum_i w[t_i] over the rows kept, as
+    PyTorch. Kept apart from CrossEntropy so the plain case stays the cheapest."""
+
+    def forward(self, z, target, reduction, ignore_index, weight, smoothing):
+        xp = self.xp
+        n, c = z.shape
+        self.reduction = reduction
+        rows = xp.arange(n)
+        valid = target != ignore_index
+        safe = xp.where(valid, target, 0)
+        w = xp.ones(c, dtype=z.dtype) if weight is None else weight
+        wt = w[safe] * valid  # each row's target weight, 0 for ignored rows
+        q = (valid[:, None] * (smoothing / c)) * w[None, :]
+        q[rows, safe] += (1 - smoothing) * wt
+        q = q.astype(z.dtype, copy=False)
+        m = z.max(axis=1, keepdims=True)
+        shifted = z - m
+        e = xp.exp(shifted)
+        s = e.sum(axis=1, keepdims=True)
+        losses = -(q * (shifted - xp.log(s))).sum(axis=1)
+        e /= s
+        self.p, self.q, self.qsum = e, q, q.sum(axis=1, keepdims=True)
+        self.denom = float(wt.sum())
+        if reduction == "none":
+            return losses.astype(z.dtype, copy=False)
+        total = losses.sum(dtype=z.dtype)
+        if reduction == "sum":
+            return total
+        return total / z.dtype.type(self.denom) if self.denom else z.dtype.type("nan")
+
+    def backward(self, g):
+        z = self.inputs[0]
+        return (
+            SoftTargetCrossEntropyBackward.apply(
+                z, g, reduction=self.reduction, saved=(self.p, self.q, self.qsum, self.denom)
+            ),
+            None,
+        )
+
+
+class SoftTargetCrossEntropyBackward(Op):
+    """d loss/dz = (sum_c q[i, c] * softmax(z)[i] - q[i]) * g_i, g_i from the loss's gradient."""
+
+    def forward(self, z, g, reduction, saved):
+        p, q, qsum, denom = saved
+        self.reduction, self.q, self.qsum, self.denom = reduction, q, qsum, denom
+        out = p * qsum - q
+        if reduction == "none":
+            out *= g.reshape(-1, 1)
+        else:
+            out *= g / denom if reduction == "mean" and denom else g
+        return out.astype(z.dtype, copy=False)
+
+    def backward(self, gg):
+        # Second order, with prunus ops: the softmax Jacobian applied to gg * qsum * scale for z,
+        # and the contraction of gg with (qsum * softmax - q) for g.
+        z, g = self.inputs
+        nz, ng = self.needs_input_grad
+        p = softmax(z, 1)
+        q = Tensor._make(self.q, z.device, False, None)
+        qsum = Tensor._make(self.qsum, z.device, False, None)
+        scale = 1.0 / self.denom if self.reduction == "mean" and self.denom else 1.0
+        gz = gw = None
+        if nz:
+            r = reshape(g, (-1, 1)) if self.reduction == "none" else g * scale
+            u = gg * qsum * r
+            gz = p * (u - (u * p).sum(1, keepdim=True))
+        if ng:
+            per_row = ((p * qsum - q) * gg).sum(1)
+            gw = per_row if self.reduction == "none" else per_row.sum() * scale
+        return gz, gw
