@@ -70,13 +70,5 @@ def initial_seed() -> int:
     return default_generator.initial_seed()
 
 
-def get_rng_state() -> np.ndarray:
-    return default_generator.get_state()
-
-
-def set_rng_state(state) -> None:
-    default_generator.set_state(state)
-
-
 def numpy_generator(generator=None) -> np.random.Generator:
     return (generator or default_generator).np

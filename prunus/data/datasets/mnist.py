@@ -13,13 +13,13 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import tempfile
 import zlib
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
+from prunus._fileio import atomic_write
 from prunus.data.dataset import Dataset, _check_index
 from prunus.errors import ChecksumError, DatasetNotFoundError, ModelFormatError
 from prunus.tensor import Tensor
@@ -36,27 +36,7 @@ def _fetch_url(url: str, timeout: float = 60.0) -> bytes:
         return r.read()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder, fsync, rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable; not every platform lets us open a folder
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+_atomic_write = atomic_write  # tests and older callers use the private name
 
 
 def decode_idx(raw: bytes, where: str, kind: str, count: int, sha256: str | None = None,
