@@ -19,13 +19,16 @@ from dataclasses import dataclass, field
 import numpy as np
 from op_samples import (
     BINARY_SHAPES,
+    adaptive_avg_pool2d_samples,
     apart,
     argmax_samples,
+    avg_pool2d_samples,
     away0,
     binary_samples,
     cat_samples,
     clamp_samples,
     concat,
+    conv2d_samples,
     cross_entropy_samples,
     dims_variants,
     distinct,
@@ -40,6 +43,7 @@ from op_samples import (
     masked_fill_samples,
     matmul_samples,
     max_min_samples,
+    max_pool2d_samples,
     nonzero,
     normal,
     positive,
@@ -59,6 +63,7 @@ from op_samples import (
 )
 
 import prunus
+import prunus.nn.functional as PF
 
 # -- lazy torch references -----------------------------------------------------------------------
 
@@ -456,6 +461,11 @@ OP_DB: list[OpInfo] = [
     OpInfo("matmul", prunus.matmul, T.matmul, matmul_samples, binary=True),
     OpInfo("linear", prunus.linear, F.linear, linear_samples),
     OpInfo("cross_entropy", prunus.cross_entropy, F.cross_entropy, cross_entropy_samples),
+    # -- convolution and pooling (prunus.ops.conv); all linear in the gradient, so gradgrad holds
+    OpInfo("conv2d", PF.conv2d, F.conv2d, conv2d_samples),
+    OpInfo("max_pool2d", PF.max_pool2d, F.max_pool2d, max_pool2d_samples),
+    OpInfo("avg_pool2d", PF.avg_pool2d, F.avg_pool2d, avg_pool2d_samples),
+    OpInfo("adaptive_avg_pool2d", PF.adaptive_avg_pool2d, F.adaptive_avg_pool2d, adaptive_avg_pool2d_samples),
 ]
 
 OPS = {info.name: info for info in OP_DB}

@@ -775,3 +775,73 @@ def cross_entropy_samples(rng):
             (transposed(normal(rng, (4, 3))), Idx(np.array([2, 0, 1, 1]))), desc="transposed logits"
         ),
     ]
+
+
+# -- convolution and pooling (NCHW). gradcheck inputs stay <= 24 elements; the bigger samples
+# (N=2, C=2, 5x5) are compared with PyTorch only.
+
+
+def _nchw_t(t):
+    return t.transpose(-1, -2)  # a non-contiguous NCHW input (H and W swapped)
+
+
+def conv2d_samples(rng):
+    n = lambda *s: Arr(normal(rng, s))
+    return [
+        SampleInput((n(1, 1, 4, 5), n(2, 1, 2, 3), n(2)), desc="bias"),
+        SampleInput((n(2, 1, 3, 4), n(1, 1, 2, 2)), {"stride": 2, "padding": 1}, desc="stride 2, padding 1, no bias"),
+        SampleInput((n(1, 1, 4, 5), n(1, 1, 2, 2), n(1)), {"dilation": 2}, desc="dilation 2"),
+        SampleInput((n(1, 2, 3, 3), n(2, 1, 2, 2), n(2)), {"groups": 2, "padding": (1, 0)}, desc="groups 2"),
+        SampleInput(
+            (Arr(normal(rng, (1, 1, 4, 3)), view=_nchw_t), n(2, 1, 2, 2), n(2)),
+            {"stride": (1, 2)}, desc="non-contiguous input, stride (1, 2)",
+        ),
+        SampleInput(
+            (Arr(normal(rng, (1, 2, 3, 3)), requires_grad=False), n(2, 2, 2, 2), n(2)), desc="input without grad"
+        ),
+        SampleInput(
+            (n(2, 2, 5, 5), n(4, 1, 3, 2), n(4)),
+            {"stride": (2, 1), "padding": (1, 2), "dilation": (1, 2), "groups": 2},
+            desc="N=2 C=2 5x5: stride, padding, dilation, groups", gradcheck=False,
+        ),
+        SampleInput((n(2, 2, 5, 5), n(3, 2, 3, 3)), {"padding": 1}, desc="N=2 C=2 5x5 padding 1", gradcheck=False),
+    ]
+
+
+def max_pool2d_samples(rng):
+    d = lambda *s: Arr(distinct(rng, s))
+    ties = np.round(normal(rng, (2, 2, 5, 5)))  # many equal values: gradient to the first maximum
+    return [
+        SampleInput((d(1, 1, 4, 5), 2), desc="2x2, floor"),
+        SampleInput((d(1, 2, 3, 4), 3), {"stride": 1, "padding": 1}, desc="3x3 stride 1 pad 1 (overlapping)"),
+        SampleInput((d(1, 1, 5, 4), (3, 2)), {"stride": 2, "ceil_mode": True}, desc="ceil_mode"),
+        SampleInput((d(1, 1, 4, 5), 2), {"stride": 1, "dilation": 2}, desc="dilation 2"),
+        SampleInput((Arr(distinct(rng, (1, 2, 4, 3)), view=_nchw_t), 2), desc="non-contiguous input"),
+        SampleInput((Arr(ties), 3), {"stride": 2, "padding": 1}, desc="ties, overlapping", gradcheck=False),
+        SampleInput((Arr(ties), 2), desc="ties, 2x2", gradcheck=False),
+    ]
+
+
+def avg_pool2d_samples(rng):
+    n = lambda *s: Arr(normal(rng, s))
+    return [
+        SampleInput((n(1, 1, 4, 5), 2), desc="2x2"),
+        SampleInput((n(1, 2, 3, 4), 3), {"stride": 1, "padding": 1}, desc="3x3 stride 1 pad 1"),
+        SampleInput(
+            (n(1, 2, 3, 4), 3), {"stride": 2, "padding": 1, "count_include_pad": False}, desc="count_include_pad=False"
+        ),
+        SampleInput((n(1, 1, 5, 4), (3, 2)), {"stride": 2, "ceil_mode": True, "padding": 1}, desc="ceil_mode"),
+        SampleInput((n(1, 1, 4, 4), 2), {"divisor_override": 3}, desc="divisor_override"),
+        SampleInput((n(2, 2, 5, 5), 3), {"stride": 2, "padding": 1, "ceil_mode": True, "count_include_pad": False},
+                    desc="N=2 C=2 5x5", gradcheck=False),
+    ]
+
+
+def adaptive_avg_pool2d_samples(rng):
+    n = lambda *s: Arr(normal(rng, s))
+    return [
+        SampleInput((n(1, 2, 3, 4), 1), desc="global"),
+        SampleInput((n(1, 1, 4, 4), 2), desc="divisible"),
+        SampleInput((n(1, 1, 4, 5), (3, 2)), desc="overlapping windows"),
+        SampleInput((n(1, 1, 5, 4), (None, 3)), desc="None keeps H"),
+    ]

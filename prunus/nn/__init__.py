@@ -1,10 +1,11 @@
 """prunus.nn: Module and Parameter, layers, losses, `functional` and `init`, in PyTorch's names.
 
-Conv2d and pooling layers, and `nn.utils`, live in their own files (added separately).
+Conv2d (conv.py), pooling layers (pooling.py) and `nn.utils` live in their own files.
 """
 
 from prunus.nn import functional, init, utils
 from prunus.nn.activation import ELU, GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from prunus.nn.conv import Conv2d
 from prunus.nn.dropout import Dropout
 from prunus.nn.linear import Embedding, Flatten, Identity, Linear
 from prunus.nn.loss import (
@@ -17,13 +18,17 @@ from prunus.nn.loss import (
 )
 from prunus.nn.module import Module, ModuleDict, ModuleList, Parameter, RemovableHandle, Sequential
 from prunus.nn.normalization import BatchNorm1d, BatchNorm2d, LayerNorm
+from prunus.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 
 __all__ = [
     "ELU",
     "GELU",
+    "AdaptiveAvgPool2d",
+    "AvgPool2d",
     "BCEWithLogitsLoss",
     "BatchNorm1d",
     "BatchNorm2d",
+    "Conv2d",
     "CrossEntropyLoss",
     "Dropout",
     "Embedding",
@@ -35,6 +40,7 @@ __all__ = [
     "Linear",
     "LogSoftmax",
     "MSELoss",
+    "MaxPool2d",
     "Module",
     "ModuleDict",
     "ModuleList",

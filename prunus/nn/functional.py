@@ -2,7 +2,7 @@
 
 Primitives come from prunus.ops (linear, relu, cross_entropy, ...); everything else here is a
 composition of ops, so its gradients (and gradients of gradients) need no code of their own.
-Conv2d and pooling are not here yet.
+Conv2d and pooling come from prunus.ops.conv.
 """
 
 from __future__ import annotations
@@ -26,12 +26,16 @@ from prunus.ops import (
     where,
 )
 from prunus.ops._util import constant
+from prunus.ops.conv import adaptive_avg_pool2d, avg_pool2d, conv2d, max_pool2d
 from prunus.random import numpy_generator
 from prunus.tensor import Tensor
 
 __all__ = [
+    "adaptive_avg_pool2d",
+    "avg_pool2d",
     "batch_norm",
     "binary_cross_entropy_with_logits",
+    "conv2d",
     "cross_entropy",
     "dropout",
     "elu",
@@ -42,6 +46,7 @@ __all__ = [
     "leaky_relu",
     "linear",
     "log_softmax",
+    "max_pool2d",
     "mse_loss",
     "multi_margin_loss",
     "nll_loss",
