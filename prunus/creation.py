@@ -18,8 +18,8 @@ def _to_array(data, dtype, dev):
     """Host data -> a backend array of the right dtype on `dev` (always a copy)."""
     if isinstance(data, Tensor):
         arr = data.device.kernels.to_numpy(data.data)
-    elif isinstance(data, np.ndarray):
-        arr = data
+    elif isinstance(data, (np.ndarray, np.generic)):  # NumPy scalars keep their dtype too (PyTorch)
+        arr = np.asarray(data)
     else:
         try:
             arr = np.array(data)
@@ -40,7 +40,8 @@ def _to_array(data, dtype, dev):
 def tensor(data, dtype=None, device=None, requires_grad=False) -> Tensor:
     """A new tensor holding a copy of `data` (nested lists, numbers, NumPy arrays, tensors).
 
-    Python floats become the default float dtype (float32), ints int64; arrays keep their dtype.
+    Python floats become the default float dtype (float32), ints int64; NumPy arrays and NumPy
+    scalars keep their dtype.
     """
     return Tensor(data, dtype=dtype, device=device, requires_grad=requires_grad)
 

@@ -84,6 +84,7 @@ def normalize_index(x: Tensor, index, op: str = "getitem"):
     # check bounds, walking the dimensions each index item consumes
     dim = 0
     advanced = False
+    arrays = []  # the advanced indices, which must broadcast together
     for item in items:
         if item is None:
             continue
@@ -110,6 +111,7 @@ def normalize_index(x: Tensor, index, op: str = "getitem"):
                 )
             advanced = advanced or "mask"
             dim += item.ndim
+            arrays.append(item)
         else:
             size = x.shape[dim]
             if item.size and (int(item.max()) >= size or int(item.min()) < -size):
@@ -120,7 +122,24 @@ def normalize_index(x: Tensor, index, op: str = "getitem"):
                 )
             advanced = "int"
             dim += 1
+            arrays.append(item)
+    if len(arrays) > 1:
+        _check_broadcast(arrays, x, op)
     return tuple(items), advanced
+
+
+def _check_broadcast(arrays, x, op):
+    """Integer arrays and masks must broadcast together; a mask counts as the (n,) positions it
+    selects (a 0-d mask as (1,) or (0,)), as NumPy and PyTorch count them."""
+    shapes = [(int(a.sum()),) if a.dtype.kind == "b" else tuple(a.shape) for a in arrays]
+    try:
+        np.broadcast_shapes(*shapes)
+    except ValueError:
+        raise IndexOutOfRangeError(
+            f"{op}: shape mismatch: the index arrays of shapes "
+            f"{', '.join(fmt_shape(s) for s in shapes)} (masks counted as the positions they "
+            f"select) do not broadcast together (tensor shape {fmt_shape(x.shape)})"
+        ) from None
 
 
 # -- getitem / setitem -----------------------------------------------------------------------

@@ -72,10 +72,10 @@ def _reshape(x, shape, op):
 
 
 def flatten(x, start_dim=0, end_dim=-1):
+    s = norm_dim(start_dim, x.ndim, "flatten", x.shape)  # a 0-d tensor takes 0 and -1, as PyTorch
+    e = norm_dim(end_dim, x.ndim, "flatten", x.shape)
     if x.ndim == 0:
         return reshape(x, 1)
-    s = norm_dim(start_dim, x.ndim, "flatten", x.shape)
-    e = norm_dim(end_dim, x.ndim, "flatten", x.shape)
     if s > e:
         raise ShapeError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} for shape {fmt_shape(x.shape)}")
     shape = x.shape[:s] + (math.prod(x.shape[s : e + 1]),) + x.shape[e + 1 :]
@@ -213,6 +213,13 @@ def _broadcast_to(x, shape, op):
         )
     lead = len(shape) - x.ndim
     shape = tuple(x.shape[i - lead] if s == -1 and i >= lead else s for i, s in enumerate(shape))
+    for i, s in enumerate(shape):
+        if s < 0:
+            new = " (-1 keeps an existing dimension; this one is new)" if s == -1 else ""
+            raise ShapeError(
+                f"{op}: cannot expand shape {fmt_shape(x.shape)} to {fmt_shape(shape)}: size {s} "
+                f"at dimension {i - len(shape)}{new}"
+            )
     for i, s in enumerate(x.shape):
         if s != 1 and s != shape[i + lead]:
             raise ShapeError(
@@ -332,6 +339,8 @@ def chunk(x, chunks, dim=0):
     if not isinstance(chunks, int) or chunks <= 0:
         raise ArgumentError(f"chunk: chunks must be a positive int, got {chunks!r}")
     d = norm_dim(dim, x.ndim, "chunk", x.shape)
+    if x.shape[d] == 0:  # PyTorch gives `chunks` empty pieces here (split would give one)
+        return split(x, [0] * chunks, d)
     return split(x, max(1, -(-x.shape[d] // chunks)), d)
 
 

@@ -299,10 +299,14 @@ class LogSumExp(Op):
     def forward(self, a, dims, keepdim):
         self.dims, self.keepdim = dims, keepdim
         xp = self.xp
-        m = a.max(axis=dims, keepdims=True)
-        self.m = m = xp.where(xp.isfinite(m), m, 0)
-        s = xp.exp(a - m).sum(axis=dims, keepdims=True)
-        out = xp.log(s) + m
+        if a.size == 0:  # an empty sum: log(0) = -inf, as PyTorch (max would have no identity)
+            self.m = m = xp.zeros(_kept_shape(a.shape, dims), dtype=a.dtype)
+            out = xp.full(m.shape, float("-inf"), dtype=a.dtype)
+        else:
+            m = a.max(axis=dims, keepdims=True)
+            self.m = m = xp.where(xp.isfinite(m), m, 0)
+            s = xp.exp(a - m).sum(axis=dims, keepdims=True)
+            out = xp.log(s) + m
         self.out = out if keepdim else out.reshape(tuple(n for i, n in enumerate(out.shape) if i not in dims))
         return self.out
 
