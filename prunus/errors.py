@@ -100,6 +100,13 @@ class DatasetNotFoundError(PrunusError, FileNotFoundError):
     code = "dataset_not_found"
 
 
+class MissingDependencyError(PrunusError, ImportError):
+    """An optional feature's package is not installed; the message names the extra to install
+    (`pip install "prunus[tensorboard]"`). Also an ImportError, so `except ImportError` works."""
+
+    code = "missing_dependency"
+
+
 def fmt_shape(shape) -> str:
     """A shape as PyTorch prints it: (2, 3)."""
     return "(" + ", ".join(str(int(s)) for s in shape) + ("," if len(shape) == 1 else "") + ")"

@@ -1,0 +1,252 @@
+"""The `prunus` command line: `prunus train ...` and `prunus eval ...`.
+
+Bad arguments end with one line `prunus <cmd>: error: ...` and exit code 2 (argparse's
+convention); a prunus error at run time (missing dataset, corrupted checkpoint, ...) ends with one
+line `prunus: error: ...` and exit code 1. Never a traceback for the user's mistakes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from prunus.errors import ArgumentError, PrunusError
+
+DATASETS = ("mnist", "fashion-mnist")
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but an error is one line (with a pointer to --help), not usage + message."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _non_negative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _milestones(text):
+    try:
+        return [int(m) for m in text.split(",") if m.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated epochs like 5,10, got {text!r}") from None
+
+
+def _model_names():
+    from prunus.models import MODELS
+
+    return sorted(MODELS)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from prunus.train.recipes import LR_POLICIES, RECIPES
+
+    parser = _Parser(
+        prog="prunus",
+        description="prunus: train and evaluate neural networks from the command line.",
+        epilog="Run 'prunus <command> --help' for a command's options. Datasets are read from "
+               "$PRUNUS_DATA (or ~/.cache/prunus); see README.md.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
+    models = _model_names()
+
+    t = sub.add_parser(
+        "train", help="train a model", description=(
+            "Train a reference model. Options not given take the model's recipe defaults "
+            f"(prunus/train/recipes.py; recipes exist for {', '.join(sorted(RECIPES))}: Caffe's "
+            "LeNet solver, SGD lr 0.01, momentum 0.9, weight decay 5e-4, batch 64, 'inv' LR policy)."),
+        epilog="example: prunus train --model lenet5 --dataset mnist --checkpoint-dir ckpt/lenet5")
+    t.add_argument("--model", required=True, choices=models, help="model to train")
+    t.add_argument("--dataset", choices=DATASETS, help="dataset (default: mnist)")
+    t.add_argument("--epochs", type=_positive_int, help="epochs to train")
+    t.add_argument("--batch-size", type=_positive_int, help="samples per step")
+    t.add_argument("--optimizer", choices=OPTIMIZERS, help="optimizer (default: sgd)")
+    t.add_argument("--lr", type=_non_negative_float, help="base learning rate")
+    t.add_argument("--momentum", type=_non_negative_float, help="momentum (sgd, rmsprop)")
+    t.add_argument("--weight-decay", type=_non_negative_float, help="L2 weight decay")
+    t.add_argument("--lr-policy", choices=LR_POLICIES,
+                   help="inv: base_lr*(1+gamma*iter)^-power per step; step: *gamma every "
+                        "--lr-step-epochs; multistep: *gamma at --lr-milestones; fixed")
+    t.add_argument("--lr-gamma", type=_non_negative_float, help="gamma of the LR policy")
+    t.add_argument("--lr-power", type=_non_negative_float, help="power of the inv policy")
+    t.add_argument("--lr-step-epochs", type=_positive_int, help="period of the step policy")
+    t.add_argument("--lr-milestones", type=_milestones, help="epochs of the multistep policy, e.g. 5,10")
+    t.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default: 0)")
+    t.add_argument("--logdir", help="write TensorBoard event files here (needs prunus[tensorboard])")
+    t.add_argument("--checkpoint-dir", help="save checkpoints here (every epoch and at the end)")
+    t.add_argument("--checkpoint-every", type=_positive_int, metavar="STEPS",
+                   help="also save every STEPS optimizer steps")
+    t.add_argument("--keep-last", type=_positive_int, default=3, help="checkpoints to keep (default: 3)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue from the newest checkpoint in --checkpoint-dir (bit-exact)")
+    t.add_argument("--limit-steps", type=_positive_int, metavar="N",
+                   help="stop after N optimizer steps in total (for smoke runs)")
+    t.add_argument("--no-val", action="store_true", help="skip evaluating the test set each epoch")
+    t.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
+    t.add_argument("--data-root", help="folder with the dataset files (default: $PRUNUS_DATA)")
+    t.add_argument("--download", action="store_true", help="download missing dataset files")
+    t.add_argument("--quiet", action="store_true", help="no progress output")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a checkpoint on a test set",
+                       description="Print the loss and top-1/top-5 accuracy of a checkpoint "
+                                   "written by 'prunus train' on a dataset's test split.",
+                       epilog="example: prunus eval --checkpoint ckpt/lenet5/checkpoint-step00014070.safetensors")
+    e.add_argument("--checkpoint", required=True, help="checkpoint file written by 'prunus train'")
+    e.add_argument("--dataset", choices=DATASETS, help="dataset (default: the one it was trained on)")
+    e.add_argument("--batch-size", type=_positive_int, default=1000, help="samples per batch (default: 1000)")
+    e.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
+    e.add_argument("--data-root", help="folder with the dataset files (default: $PRUNUS_DATA)")
+    e.add_argument("--download", action="store_true", help="download missing dataset files")
+    e.set_defaults(func=cmd_eval)
+    return parser
+
+
+def _dataset(name, train, args):
+    from prunus.data.datasets import MNIST, FashionMNIST
+
+    cls = {"mnist": MNIST, "fashion-mnist": FashionMNIST}[name]
+    return cls(root=args.data_root, train=train, download=args.download)
+
+
+def _optimizer(name, params, cfg):
+    from prunus import optim
+
+    lr, wd, mom = cfg["lr"], cfg["weight_decay"], cfg["momentum"]
+    if name == "sgd":
+        return optim.SGD(params, lr=lr, momentum=mom, weight_decay=wd)
+    if name == "rmsprop":
+        return optim.RMSprop(params, lr=lr, momentum=mom, weight_decay=wd)
+    cls = {"adam": optim.Adam, "adamw": optim.AdamW, "adagrad": optim.Adagrad}[name]
+    return cls(params, lr=lr, weight_decay=wd)
+
+
+def cmd_train(args) -> int:
+    import prunus
+    from prunus.data import DataLoader
+    from prunus.models import get_model
+    from prunus.train import ModelCheckpoint, ProgressBar, Trainer, latest_checkpoint
+    from prunus.train.recipes import make_scheduler, recipe
+
+    cfg = recipe(args.model)
+    for key in ("dataset", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay",
+                "lr_policy", "lr_gamma", "lr_power", "lr_step_epochs", "lr_milestones"):
+        if getattr(args, key) is not None:
+            cfg[key] = getattr(args, key)
+    if args.resume and not args.checkpoint_dir:
+        raise ArgumentError("--resume needs --checkpoint-dir (where to find the checkpoint)")
+
+    prunus.manual_seed(args.seed)
+    train_set = _dataset(cfg["dataset"], True, args)
+    val_set = None if args.no_val else _dataset(cfg["dataset"], False, args)
+    model = get_model(args.model, num_classes=len(train_set.classes)).to(args.device)
+    opt = _optimizer(cfg["optimizer"], model.parameters(), cfg)
+    sched, interval = make_scheduler(cfg["lr_policy"], opt, gamma=cfg.get("lr_gamma"),
+                                     power=cfg.get("lr_power"), step_epochs=cfg.get("lr_step_epochs"),
+                                     milestones=cfg.get("lr_milestones"))
+    loader = DataLoader(train_set, batch_size=cfg["batch_size"], shuffle=True,
+                        generator=prunus.Generator().manual_seed(args.seed + 1))
+    val_loader = None if val_set is None else DataLoader(val_set, batch_size=1000)
+
+    callbacks = [ProgressBar(quiet=args.quiet)]
+    ckpt = None
+    if args.checkpoint_dir:
+        ckpt = ModelCheckpoint(args.checkpoint_dir, every_n_steps=args.checkpoint_every,
+                               every_n_epochs=1, keep_last=args.keep_last)
+        callbacks.append(ckpt)
+    if args.logdir:
+        from prunus.train.tensorboard import TensorBoardLogger
+
+        callbacks.append(TensorBoardLogger(args.logdir))
+    meta = {"model": args.model, "num_classes": len(train_set.classes), "seed": args.seed,
+            **{k: v for k, v in cfg.items() if v is not None}}
+    trainer = Trainer(model, opt, scheduler=sched, scheduler_interval=interval or "epoch",
+                      callbacks=callbacks, device=args.device, topk=(1, 5), meta=meta)
+    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+    if args.resume:
+        path = latest_checkpoint(args.checkpoint_dir)
+        if path is None:
+            raise ArgumentError(f"--resume: no checkpoint in {args.checkpoint_dir!r} to resume from")
+        saved = trainer.load_checkpoint(path)
+        if saved.get("model") != args.model:
+            raise ArgumentError(f"--resume: {path} holds a {saved.get('model')!r} model, not {args.model!r}")
+        trainer.meta = meta
+        say(f"resumed from {path} at step {trainer.step} (epoch {trainer.epoch + 1}, batch {trainer.batch_in_epoch})")
+    say(f"training {args.model} on {cfg['dataset']}: {cfg['epochs']} epochs, batch {cfg['batch_size']}, "
+        f"{cfg['optimizer']} lr {cfg['lr']} (policy {cfg['lr_policy']}), weight decay {cfg['weight_decay']}")
+    trainer.fit(loader, val_loader, epochs=cfg["epochs"], max_steps=args.limit_steps)
+    if ckpt is not None and ckpt.last_saved is not None:
+        say(f"checkpoint: {ckpt.last_saved}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from prunus import serialization
+    from prunus.data import DataLoader
+    from prunus.models import get_model
+    from prunus.train import Trainer
+
+    ckpt = serialization.load(args.checkpoint, map_location=args.device)
+    meta = ckpt.get("meta") if isinstance(ckpt, dict) else None
+    if not isinstance(meta, dict) or "model" not in meta or "model" not in ckpt:
+        raise ArgumentError(f"{args.checkpoint}: not a checkpoint written by 'prunus train' "
+                            "(it has no model name in its metadata)")
+    dataset = args.dataset or meta.get("dataset", "mnist")
+    test_set = _dataset(dataset, False, args)
+    model = get_model(meta["model"], num_classes=int(meta.get("num_classes", 10))).to(args.device)
+    model.load_state_dict(ckpt["model"])
+    trainer = Trainer(model, None, device=args.device, topk=(1, 5))
+    m = trainer.evaluate(DataLoader(test_set, batch_size=args.batch_size))
+    print(f"{meta['model']} on {dataset} test ({len(test_set)} images): loss {m['loss']:.4f}  "
+          f"top-1 accuracy {100 * m['acc']:.2f}% (error {100 * (1 - m['acc']):.2f}%)  "
+          f"top-5 accuracy {100 * m['acc@5']:.2f}%")
+    return 0
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (PrunusError, FileNotFoundError) as e:  # prunus.load raises FileNotFoundError
+        print(f"prunus: error: {_one_line(e)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("prunus: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""The scripts in examples/ run end to end with tiny settings (as CI runs them)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _data_dir() -> Path:
+    env = os.environ.get("PRUNUS_DATA")
+    base = Path(env).expanduser() if env else REPO.parent / "shared" / "datasets"
+    if not (base / "mnist" / "t10k-labels-idx1-ubyte.gz").is_file():
+        pytest.skip(f"MNIST files not found in {base / 'mnist'} (set PRUNUS_DATA)")
+    return base
+
+
+def test_mnist_mlp_learns_in_a_few_hundred_steps():
+    env = {**os.environ, "PRUNUS_DATA": str(_data_dir().resolve())}
+    out = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "mnist_mlp.py"), "--steps", "300", "--batch-size", "64"],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("test accuracy:")]
+    assert line, out.stdout
+    assert float(line[-1].split(":")[1]) > 0.80  # chance is 0.10

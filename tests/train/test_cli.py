@@ -1,0 +1,106 @@
+"""`prunus` CLI: help texts, one-line errors with exit code 2 for bad arguments and 1 for runtime
+errors, and a tiny train -> checkpoint -> eval round trip on MNIST."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from prunus import cli
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _data_dir() -> Path:
+    env = os.environ.get("PRUNUS_DATA")
+    base = Path(env).expanduser() if env else REPO.parent / "shared" / "datasets"
+    if not (base / "mnist" / "t10k-labels-idx1-ubyte.gz").is_file():
+        pytest.skip(f"MNIST files not found in {base / 'mnist'} (set PRUNUS_DATA)")
+    return base.resolve()
+
+
+def _run(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "prunus.cli", *args], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, timeout=120, check=False)
+
+
+def test_help_texts(capsys):
+    for argv, words in [([], ["train", "eval"]), (["train"], ["--model", "--limit-steps", "--resume", "lenet5"]),
+                        (["eval"], ["--checkpoint", "--dataset"])]:
+        with pytest.raises(SystemExit) as e:
+            cli.main([*argv, "--help"])
+        assert e.value.code == 0
+        out = capsys.readouterr().out
+        for w in words:
+            assert w in out
+
+
+@pytest.mark.parametrize("argv", [
+    [],
+    ["fly"],
+    ["train"],  # --model is required
+    ["train", "--model", "nope"],
+    ["train", "--model", "lenet5", "--epochs", "0"],
+    ["train", "--model", "lenet5", "--lr", "abc"],
+    ["train", "--model", "lenet5", "--batch-size", "-3"],
+    ["eval"],
+])
+def test_bad_arguments_give_one_line_and_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error:" in err and "Traceback" not in err, err
+
+
+def test_runtime_errors_give_one_line_and_exit_1(tmp_path, capsys):
+    assert cli.main(["eval", "--checkpoint", str(tmp_path / "missing.safetensors")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("prunus: error:") and err.count("\n") == 1
+    # a dataset that is not there: MNIST's multi-line message comes out on one line
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    rc = cli.main(["train", "--model", "lenet_300_100", "--data-root", str(empty), "--quiet"])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert err.startswith("prunus: error: MNIST") and err.count("\n") == 1
+    # --resume with an empty checkpoint folder
+    rc = cli.main(["train", "--model", "lenet_300_100", "--resume", "--checkpoint-dir", str(empty),
+                   "--data-root", str(empty), "--quiet"])
+    assert rc == 1 and "prunus: error:" in capsys.readouterr().err
+
+
+def test_subprocess_error_has_no_traceback(tmp_path):
+    out = _run("train", "--model", "lenet5", "--momentum", "x")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    out = _run("eval", "--checkpoint", str(tmp_path / "nope"))
+    assert out.returncode == 1 and out.stderr.startswith("prunus: error:")
+
+
+def test_train_then_resume_then_eval(tmp_path):
+    env = {"PRUNUS_DATA": str(_data_dir())}
+    ckpt = tmp_path / "ckpt"
+    out = _run("train", "--model", "lenet_300_100", "--dataset", "mnist", "--epochs", "1",
+               "--batch-size", "64", "--limit-steps", "30", "--checkpoint-dir", str(ckpt),
+               "--checkpoint-every", "20", "--no-val", env=env)
+    assert out.returncode == 0, out.stderr
+    assert "stopped at step 30" in out.stderr and "samples/s" in out.stderr
+    files = sorted(p.name for p in ckpt.iterdir())
+    assert files == ["checkpoint-step00000020.safetensors", "checkpoint-step00000030.safetensors"]
+
+    out = _run("train", "--model", "lenet_300_100", "--epochs", "1", "--limit-steps", "60",
+               "--checkpoint-dir", str(ckpt), "--resume", "--no-val", "--lr", "0.05", env=env)
+    assert out.returncode == 0, out.stderr
+    assert "resumed from" in out.stderr and "step 30" in out.stderr
+    assert (ckpt / "checkpoint-step00000060.safetensors").is_file()
+
+    out = _run("eval", "--checkpoint", str(ckpt / "checkpoint-step00000060.safetensors"), env=env)
+    assert out.returncode == 0, out.stderr
+    line = out.stdout.strip()
+    assert line.startswith("lenet_300_100 on mnist test (10000 images)")
+    acc = float(line.split("top-1 accuracy ")[1].split("%")[0])
+    assert acc > 50  # 60 steps of SGD are far above chance (10%)
