@@ -56,9 +56,10 @@ from prunus.ops import *  # prunus.exp, prunus.cat, prunus.matmul, ...
 from prunus.ops import abs_ as abs
 from prunus.random import Generator, default_generator, initial_seed, manual_seed
 from prunus.tensor import Tensor
-from prunus import nn  # noqa: E402
-from prunus import serialization  # noqa: E402
-from prunus.serialization import get_rng_state, load, save, set_rng_state  # noqa: E402
+
+# Last: these import the core above (the tensor module binds its methods on first import).
+from prunus import nn, serialization
+from prunus.serialization import get_rng_state, load, save, set_rng_state
 
 # PyTorch's spellings prunus.bool, prunus.float, prunus.int (they shadow builtins only here)
 bool = bool_
