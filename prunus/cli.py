@@ -81,8 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser(
         "train", help="train a model", description=(
             "Train a reference model. Options not given take the model's recipe defaults "
-            f"(prunus/train/recipes.py; recipes exist for {', '.join(sorted(RECIPES))}: Caffe's "
-            "LeNet solver, SGD lr 0.01, momentum 0.9, weight decay 5e-4, batch 64, 'inv' LR policy)."),
+            f"(prunus/train/recipes.py; recipes exist for {', '.join(sorted(RECIPES))}: SGD, "
+            "momentum 0.9, batch 64, 20 epochs, lr x0.1 after epochs 10 and 15; docs/training.md)."),
         epilog="example: prunus train --model lenet5 --dataset mnist --checkpoint-dir ckpt/lenet5")
     t.add_argument("--model", required=True, choices=models, help="model to train")
     t.add_argument("--dataset", choices=DATASETS, help="dataset (default: mnist)")

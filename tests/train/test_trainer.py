@@ -23,7 +23,7 @@ from prunus.train import (
     fit,
     list_checkpoints,
 )
-from prunus.train.recipes import RECIPES, InvLR, make_scheduler, recipe
+from prunus.train.recipes import CAFFE_LENET, RECIPES, InvLR, make_scheduler, recipe
 
 
 def _problem(n=512, seed=0):
@@ -130,9 +130,15 @@ def test_inv_policy_matches_caffe():
     for _ in range(1000):
         sched.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(0.01 * (1 + 1e-4 * 1000) ** -0.75, rel=1e-12)
+    c = CAFFE_LENET  # the published solver stays available for comparison
+    assert (c["lr"], c["momentum"], c["weight_decay"], c["batch_size"], c["lr_policy"]) == (
+        0.01, 0.9, 5e-4, 64, "inv")
+    # the shipped recipes: the measured ones of docs/training.md
+    assert recipe("lenet_300_100")["lr"] == 0.1 and recipe("lenet5")["lr"] == 0.03
     for name in ("lenet_300_100", "lenet5"):
         r = recipe(name)
-        assert (r["lr"], r["momentum"], r["weight_decay"], r["batch_size"]) == (0.01, 0.9, 5e-4, 64)
+        assert (r["momentum"], r["batch_size"], r["epochs"], tuple(r["lr_milestones"])) == (
+            0.9, 64, 20, (10, 15))
     assert set(RECIPES) <= set(__import__("prunus.models", fromlist=["MODELS"]).MODELS)
 
 
