@@ -24,8 +24,12 @@ class Tensor:
         from prunus.creation import _to_array
 
         dev = get_device(device)
-        self.data = _to_array(data, dtype, dev)
-        self.device = dev
+        self._init_leaf(_to_array(data, dtype, dev), dev, requires_grad)
+
+    def _init_leaf(self, data, device: Device, requires_grad: bool) -> None:
+        """Fill the slots of a new leaf (also used by nn.Parameter's constructor)."""
+        self.data = data
+        self.device = device
         self.grad = None
         self._ctx = None
         self._hooks = None

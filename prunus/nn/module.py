@@ -26,14 +26,7 @@ class Parameter(Tensor):
                                 get_device("cpu"), False, None)
         elif not isinstance(data, Tensor):
             data = Tensor(data)
-        self.data = data.data
-        self.device = data.device
-        self.grad = None
-        self._ctx = None
-        self._hooks = None
-        self.requires_grad = False
-        if requires_grad:
-            self.requires_grad_(True)
+        self._init_leaf(data.data, data.device, requires_grad)
 
     def __repr__(self) -> str:
         return "Parameter containing:\n" + super().__repr__()

@@ -17,6 +17,23 @@ from prunus.tensor import Tensor
 _REDUCTIONS = ("mean", "sum", "none")
 
 
+def _exp_rows(xp, z):
+    """(z - rowmax, exp of that, its row sums): the stable pieces of log_softmax over dim 1."""
+    shifted = z - z.max(axis=1, keepdims=True)
+    e = xp.exp(shifted)
+    return shifted, e, e.sum(axis=1, keepdims=True)
+
+
+def _reduce(losses, reduction, denom, dtype):
+    """Per-row losses to the requested reduction; 'mean' divides by `denom` (NaN when 0)."""
+    if reduction == "none":
+        return losses.astype(dtype, copy=False)
+    total = losses.sum(dtype=dtype)
+    if reduction == "sum":
+        return total
+    return total / dtype.type(denom) if denom else dtype.type("nan")
+
+
 def _row_weights(xp, valid, g, reduction, count, dtype):
     """The weight of each row's (softmax - onehot) in the gradient, shape (N, 1)."""
     if reduction == "none":
@@ -35,19 +52,12 @@ class CrossEntropy(Op):
         rows = xp.arange(z.shape[0])
         valid = target != ignore_index
         safe = xp.where(valid, target, 0)
-        m = z.max(axis=1, keepdims=True)
-        e = xp.exp(z - m)
-        s = e.sum(axis=1, keepdims=True)
-        losses = (xp.log(s[:, 0]) + m[:, 0] - z[rows, safe]) * valid
+        shifted, e, s = _exp_rows(xp, z)
+        losses = (xp.log(s[:, 0]) - shifted[rows, safe]) * valid
         e /= s
         self.p, self.rows, self.safe, self.valid = e, rows, safe, valid
         self.count = int(valid.sum())
-        if reduction == "none":
-            return losses.astype(z.dtype, copy=False)
-        total = losses.sum(dtype=z.dtype)
-        if reduction == "sum":
-            return total
-        return total / z.dtype.type(self.count) if self.count else z.dtype.type("nan")
+        return _reduce(losses, reduction, self.count, z.dtype)
 
     def backward(self, g):
         z, target = self.inputs
@@ -172,20 +182,12 @@ class SoftTargetCrossEntropy(Op):
         q = (valid[:, None] * (smoothing / c)) * w[None, :]
         q[rows, safe] += (1 - smoothing) * wt
         q = q.astype(z.dtype, copy=False)
-        m = z.max(axis=1, keepdims=True)
-        shifted = z - m
-        e = xp.exp(shifted)
-        s = e.sum(axis=1, keepdims=True)
+        shifted, e, s = _exp_rows(xp, z)
         losses = -(q * (shifted - xp.log(s))).sum(axis=1)
         e /= s
         self.p, self.q, self.qsum = e, q, q.sum(axis=1, keepdims=True)
         self.denom = float(wt.sum())
-        if reduction == "none":
-            return losses.astype(z.dtype, copy=False)
-        total = losses.sum(dtype=z.dtype)
-        if reduction == "sum":
-            return total
-        return total / z.dtype.type(self.denom) if self.denom else z.dtype.type("nan")
+        return _reduce(losses, reduction, self.denom, z.dtype)
 
     def backward(self, g):
         z = self.inputs[0]
