@@ -4,8 +4,8 @@ Han et al. (2015) trained their MNIST baselines with Caffe's examples/mnist/lene
 SGD, lr 0.01, momentum 0.9, weight decay 5e-4, batch 64, LR policy "inv" (gamma 1e-4, power 0.75,
 every iteration), 10,000 iterations. Run for 15 epochs here, that solver ends at 1.93%
 (LeNet-300-100) and 0.95% (LeNet-5) test error, short of the published 1.64% / 0.80%; the recipes
-below use a larger step with two decays and measured 1.43% (mean of 3 seeds) and 0.63%
-(docs/training.md has the commands and wall times). Inputs are scaled to [0, 1] as Caffe's scale
+below use a larger step with two decays and measured 1.43% and 0.67% (means of 3 seeds;
+docs/training.md has the commands and wall times). Inputs are scaled to [0, 1] as Caffe's scale
 0.00390625 does; no mean subtraction.
 """
 
@@ -43,7 +43,7 @@ _LENET_300_100 = {
 }
 
 # LeNet-5 with Caffe's solver ends at 0.95% (15 epochs, seed 0, 512 s); a larger step with two
-# decays reaches 0.63% (seed 0; see docs/training.md).
+# decays reaches 0.64 / 0.66 / 0.71% (seeds 0, 1, 2; docs/training.md).
 _LENET5 = dict(_LENET_300_100, lr=0.03, weight_decay=5e-4)
 
 RECIPES: dict[str, dict] = {
