@@ -52,41 +52,52 @@ np = torch = P = F = None
 # -- arguments and environment ---------------------------------------------------------------
 
 
-def parse_args(argv=None):
+def common_parser(kind: str, what: str, quick_rounds: int, round_time: float):
+    """The options every benchmark script shares; `kind` names the JSON file, `what` the unit
+    --only picks (benchmarks, models) and --wait-quiet waits before."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=2,
                    help="threads for NumPy/OpenBLAS and PyTorch (default 2)")
     p.add_argument("--rounds", type=int, default=None,
-                   help="interleaved rounds (default 7, --quick 3)")
+                   help=f"interleaved rounds (default 7, --quick {quick_rounds})")
     p.add_argument("--round-time", type=float, default=None,
-                   help="seconds each contender runs per round (default 0.2, --quick 0.01)")
+                   help=f"seconds each contender runs per round (default {round_time}, --quick 0.01)")
     p.add_argument("--quick", action="store_true", help="a few seconds in all, for smoke testing")
-    p.add_argument("--only", default=None,
-                   help="comma-separated benchmark names (or prefixes) to run")
+    p.add_argument("--only", default=None, help=f"comma-separated {what} names (or prefixes) to run")
     p.add_argument("--out", default=None,
-                   help="JSON path (default benchmarks/results/core-<date>-t<threads>.json)")
-    p.add_argument("--no-json", action="store_true", help="print the table only")
+                   help=f"JSON path (default benchmarks/results/{kind}-<date>-t<threads>.json)")
+    p.add_argument("--no-json", action="store_true", help="print the tables only")
     p.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
-                   help="before each benchmark, wait up to S seconds for other processes to leave "
+                   help=f"before each {what}, wait up to S seconds for other processes to leave "
                         "the CPUs idle (for shared machines; default 0: don't wait)")
     p.add_argument("--gap", type=float, default=None, metavar="S",
-                   help="idle seconds before each timed run of the MLP benchmarks, so that BLAS "
-                        "threads spinning after one contender don't slow the next (default 0.2 "
-                        "with more than one thread, else 0)")
-    p.add_argument("--profile", action="store_true",
-                   help="also cProfile the prunus MLP training step and 1-element add fwd+bwd")
-    args = p.parse_args(argv)
+                   help="idle seconds before each timed run, so that BLAS threads spinning after "
+                        "one contender don't slow the next (default 0.2 with more than one "
+                        "thread, else 0)")
+    p.set_defaults(_quick_rounds=quick_rounds, _round_time=round_time)
+    return p
+
+
+def finish_args(p, args):
+    """Fill the defaults that depend on --quick/--threads and check the ranges."""
     if args.threads < 1:
         p.error("--threads must be >= 1")
     if args.rounds is None:
-        args.rounds = 3 if args.quick else 7
+        args.rounds = args._quick_rounds if args.quick else 7
     if args.round_time is None:
-        args.round_time = 0.01 if args.quick else 0.2
+        args.round_time = 0.01 if args.quick else args._round_time
     if args.gap is None:
         args.gap = 0.2 if args.threads > 1 and not args.quick else 0.0
     if args.rounds < 1 or args.round_time <= 0:
         p.error("--rounds must be >= 1 and --round-time > 0")
     return args
+
+
+def parse_args(argv=None):
+    p = common_parser("core", "benchmark", quick_rounds=3, round_time=0.2)
+    p.add_argument("--profile", action="store_true",
+                   help="also cProfile the prunus MLP training step and 1-element add fwd+bwd")
+    return finish_args(p, p.parse_args(argv))
 
 
 def set_thread_env(n: int) -> None:

@@ -24,7 +24,6 @@ module imports neither at top level), plus torch.set_num_threads.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import os
 import sys
@@ -49,41 +48,13 @@ np = torch = P = None  # set by main() once the thread environment is in place
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--threads", type=int, default=2,
-                   help="threads for NumPy/OpenBLAS and PyTorch (default 2)")
-    p.add_argument("--rounds", type=int, default=None,
-                   help="interleaved rounds (default 7, --quick 2)")
-    p.add_argument("--round-time", type=float, default=None,
-                   help="seconds each contender runs per round (default 0.3, --quick 0.01)")
-    p.add_argument("--quick", action="store_true", help="a few seconds in all, for smoke testing")
-    p.add_argument("--only", default=None,
-                   help="comma-separated model names (or prefixes): lenet_300_100, lenet5")
-    p.add_argument("--out", default=None,
-                   help="JSON path (default benchmarks/results/train-<date>-t<threads>.json)")
-    p.add_argument("--no-json", action="store_true", help="print the tables only")
-    p.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
-                   help="before each model, wait up to S seconds for other processes to leave "
-                        "the CPUs idle (default 0: don't wait)")
-    p.add_argument("--gap", type=float, default=None, metavar="S",
-                   help="idle seconds before each timed run (OpenBLAS spin; default 0.2 with more "
-                        "than one thread, else 0)")
+    p = core.common_parser("train", "model", quick_rounds=2, round_time=0.3)
+    p.description = __doc__.split("\n\n")[0]
     p.add_argument("--breakdown-steps", type=int, default=None, metavar="N",
                    help="prunus steps timed op by op for the breakdown (default: about 1 s worth, "
                         "--quick 3)")
     p.add_argument("--top", type=int, default=10, help="ops listed in the breakdown (default 10)")
-    args = p.parse_args(argv)
-    if args.threads < 1:
-        p.error("--threads must be >= 1")
-    if args.rounds is None:
-        args.rounds = 2 if args.quick else 7
-    if args.round_time is None:
-        args.round_time = 0.01 if args.quick else 0.3
-    if args.gap is None:
-        args.gap = 0.2 if args.threads > 1 and not args.quick else 0.0
-    if args.rounds < 1 or args.round_time <= 0:
-        p.error("--rounds must be >= 1 and --round-time > 0")
-    return args
+    return core.finish_args(p, p.parse_args(argv))
 
 
 # -- models, data, steps ---------------------------------------------------------------------

@@ -23,34 +23,27 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _number(cast, minimum, strict=False):
+    """An argparse type: `cast(text)` that is >= minimum (> minimum when strict), else one line."""
+    what = f"{'a positive' if strict else 'a'} {'integer' if cast is int else 'number'}"
+    bound = "" if strict else f" >= {minimum}"
+
+    def parse(text):
+        try:
+            value = cast(text)
+        except ValueError:
+            value = None
+        ok = value is not None and (value > minimum if strict else value >= minimum)  # nan fails
+        if not ok:
+            raise argparse.ArgumentTypeError(f"expected {what}{bound}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
-def _non_negative_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:  # also rejects nan
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
+_positive_int = _number(int, 0, strict=True)
+_non_negative_int = _number(int, 0)
+_non_negative_float = _number(float, 0.0)
 
 
 def _milestones(text):
