@@ -6,7 +6,9 @@ step copies g); g = g + momentum*buf (Nesterov) or buf; p -= lr*g.
 
 from __future__ import annotations
 
+from prunus.creation import empty_like
 from prunus.errors import ArgumentError
+from prunus.ops.optim_update import sgd_update
 from prunus.optim.optimizer import Optimizer
 
 
@@ -43,25 +45,25 @@ class SGD(Optimizer):
             )
 
     def _update(self, group):
-        lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
-        nesterov, maximize = group["nesterov"], group["maximize"]
-        keep = 1 - group["dampening"]
-        state = self.state
+        # One fused op per group (prunus/ops/optim_update.py): the same arithmetic in a fraction
+        # of the passes and op calls that in-place tensor methods take.
+        momentum = group["momentum"]
+        params, grads, bufs, fresh = [], [], [], []
         for p in group["params"]:
-            g = p.grad
-            if g is None:
+            if p.grad is None:
                 continue
-            if maximize:
-                g = -g
-            if wd:
-                g = g.add(p, alpha=wd)
+            params.append(p)
+            grads.append(p.grad)
             if momentum:
-                st = state.get(p)
-                buf = None if st is None else st.get("momentum_buffer")
-                if buf is None:  # the first step starts the buffer at g, undamped (as PyTorch)
-                    buf = g.clone()
-                    state.setdefault(p, {})["momentum_buffer"] = buf
-                else:
-                    buf.mul_(momentum).add_(g, alpha=keep)
-                g = g.add(buf, alpha=momentum) if nesterov else buf
-            p.add_(g, alpha=-lr)
+                st = self.state.setdefault(p, {})
+                buf = st.get("momentum_buffer")
+                fresh.append(buf is None)
+                if buf is None:  # filled with the first gradient by the update
+                    buf = st["momentum_buffer"] = empty_like(p)
+                bufs.append(buf)
+        if params:
+            sgd_update(
+                params, grads, bufs, lr=group["lr"], momentum=momentum,
+                dampening=group["dampening"], weight_decay=group["weight_decay"],
+                nesterov=group["nesterov"], maximize=group["maximize"], fresh=tuple(fresh),
+            )

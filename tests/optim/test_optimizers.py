@@ -21,6 +21,10 @@ CASES = [
     ("SGD", {"lr": 0.1, "momentum": 0.9, "dampening": 0.3}, None),
     ("SGD", {"lr": 0.05, "momentum": 0.9, "nesterov": True}, None),
     ("SGD", {"lr": 0.1, "momentum": 0.5, "weight_decay": 0.01}, None),
+    ("SGD", {"lr": 0.1, "maximize": True}, None),
+    ("SGD", {"lr": 0.1, "momentum": 0.9, "maximize": True}, None),
+    ("SGD", {"lr": 0.05, "momentum": 0.9, "nesterov": True, "maximize": True}, None),
+    ("SGD", {"lr": 0.1, "momentum": 0.9, "dampening": 0.5, "weight_decay": 0.1}, None),
     (
         "SGD",
         {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 0.1, "maximize": True},
@@ -57,9 +61,11 @@ def _init(seed=0):
 
 def _grads(seed=1):
     rng = np.random.default_rng(seed)
-    # parameter 1 gets no gradient on some steps: the optimizer must skip it
+    # parameter 1 gets no gradient on some steps: the optimizer must skip it; parameter 2 gets
+    # its first gradient on step 1, when the others' state has already started
+    skip = {(1, t) for t in range(2, STEPS, 3)} | {(2, 0)}
     return [
-        [None if (i == 1 and t % 3 == 2) else rng.standard_normal(s) for i, s in enumerate(SHAPES)]
+        [None if (i, t) in skip else rng.standard_normal(s) for i, s in enumerate(SHAPES)]
         for t in range(STEPS)
     ]
 
