@@ -121,6 +121,7 @@ def import_frameworks(threads: int) -> None:
     import prunus
 
     _torch.set_num_threads(threads)
+    prunus.set_num_threads(threads)
     np, torch, P, F = numpy, _torch, prunus, _F
 
 

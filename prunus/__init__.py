@@ -55,6 +55,7 @@ from prunus.dtypes import (
 from prunus.ops import *  # prunus.exp, prunus.cat, prunus.matmul, ...
 from prunus.ops import abs_ as abs
 from prunus.random import Generator, default_generator, initial_seed, manual_seed
+from prunus.backend.threads import get_num_threads, set_num_threads
 from prunus.tensor import Tensor
 
 # Last: these import the core above (the tensor module binds its methods on first import).

@@ -9,6 +9,8 @@ import math
 
 import numpy as np
 
+from prunus.backend.threads import parallel_for  # noqa: F401  (a kernel: ops call kernels.parallel_for)
+
 try:  # SciPy's erf is exact and fast; it is optional, so a series stands in without it
     from scipy.special import erf as _scipy_erf
 except ImportError:  # pragma: no cover - depends on the environment

@@ -56,3 +56,8 @@ def erf(x):
     from cupyx.scipy.special import erf as _erf
 
     return _erf(x)
+
+
+def parallel_for(fn, n: int, grain: int = 1) -> None:
+    """The GPU parallelizes inside each kernel: run the whole range at once."""
+    fn(0, n)

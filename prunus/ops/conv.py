@@ -78,20 +78,39 @@ def _crop(buf, g: Geom):
 
 
 # -- convolution kernels (arrays in, arrays out) ----------------------------------------------
+#
+# Each kernel splits the batch into ranges through `kernels.parallel_for` (prunus/backend/
+# threads.py) and writes every range straight into its slice of one preallocated result.
 
 
-def _im2col(xp, x, g: Geom):
-    """Columns of x: (N, G, Kg, L) when batched, else (G, Kg, N*L); K ordered (c, kh, kw)."""
+def _cols_shape(g: Geom) -> tuple:
+    """im2col columns, K ordered (c, kh, kw): (N, G, Kg, L) batched, (G, Kg, N, L) folded."""
+    kg = g.c // g.groups * g.kh * g.kw
+    L = g.oh * g.ow
+    return (g.n, g.groups, kg, L) if g.batched else (g.groups, kg, g.n, L)
+
+
+def _im2col(xp, x, g: Geom, out=None):
+    """The columns of x (one batch range: g.n is its size) as a GEMM operand: (N, G, Kg, L)
+    batched, (G, Kg, N*L) folded. `out`: the range's slice of a full columns buffer."""
     xb = _pad(xp, x, g)
     s0, s1, s2, s3 = xb.strides
     v = xp.lib.stride_tricks.as_strided(
         xb, (g.n, g.c, g.kh, g.kw, g.oh, g.ow),
         (s0, s1, g.dh * s2, g.dw * s3, g.sh * s2, g.sw * s3),
     )
-    kg = g.c // g.groups * g.kh * g.kw
+    if out is None:
+        out = xp.empty(_cols_shape(g), dtype=x.dtype)
     if g.batched:
-        return xp.ascontiguousarray(v).reshape(g.n, g.groups, kg, g.oh * g.ow)
-    return xp.ascontiguousarray(v.transpose(1, 2, 3, 0, 4, 5)).reshape(g.groups, kg, g.n * g.oh * g.ow)
+        xp.copyto(out.reshape(v.shape), v)
+        return out
+    xp.copyto(out.reshape(g.c, g.kh, g.kw, g.n, g.oh, g.ow), v.transpose(1, 2, 3, 0, 4, 5))
+    return out.reshape(g.groups, out.shape[1], g.n * g.oh * g.ow)
+
+
+def _cols_range(cols, g: Geom, lo: int, hi: int):
+    """The slice of a full columns buffer that batch range [lo, hi) fills."""
+    return cols[lo:hi] if g.batched else cols[:, :, lo:hi]
 
 
 def _mm(a, b):
@@ -108,38 +127,60 @@ def _gout_folded(xp, gout, g: Geom):
     return gt.reshape(g.groups, g.o // g.groups, g.n * L)
 
 
-def conv_forward(xp, x, w, b, g: Geom, cols=None):
-    if cols is None:
-        cols = _im2col(xp, x, g)
+def _grain(g: Geom) -> int:
+    """Smallest batch range worth a thread: about 256k output or column elements (~1 ms: waking a
+    worker costs ~0.1 ms, see prunus/backend/threads.py)."""
+    return max(1, 2**18 // max(1, g.o * g.oh * g.ow, g.c * g.kh * g.kw * g.oh * g.ow))
+
+
+def conv_forward(xp, kernels, x, w, b, g: Geom, keep_cols=False):
+    """The convolution (N, O, oh, ow), and the im2col columns when `keep_cols` (else None)."""
+    out = xp.empty((g.n, g.o, g.oh, g.ow), dtype=x.dtype)
+    cols = xp.empty(_cols_shape(g), dtype=x.dtype) if keep_cols else None
     w3 = w.reshape(g.groups, g.o // g.groups, -1)
-    L = g.oh * g.ow
-    if g.batched:
-        out = (w3 @ cols).reshape(g.n, g.o, g.oh, g.ow)
-        if b is not None:
-            out += b.reshape(1, g.o, 1, 1)
-        return out
-    out = _mm(w3, cols).reshape(g.o, g.n, L).transpose(1, 0, 2)
-    res = xp.empty((g.n, g.o, L), dtype=out.dtype)
-    if b is not None:  # the NCHW copy and the bias add in one pass
-        xp.add(out, b.reshape(1, g.o, 1), out=res)
-    else:
-        res[...] = out
-    return res.reshape(g.n, g.o, g.oh, g.ow)
+
+    def part(lo, hi):
+        r = g._replace(n=hi - lo)
+        c = _im2col(xp, x[lo:hi], r, None if cols is None else _cols_range(cols, g, lo, hi))
+        res = out[lo:hi]
+        if g.batched:
+            xp.matmul(w3, c, out=res.reshape(r.n, g.groups, g.o // g.groups, g.oh * g.ow))
+            if b is not None:
+                res += b.reshape(1, g.o, 1, 1)
+            return
+        y = _mm(w3, c).reshape(g.o, r.n, g.oh, g.ow).transpose(1, 0, 2, 3)
+        if b is not None:  # the NCHW copy and the bias add in one pass
+            xp.add(y, b.reshape(1, g.o, 1, 1), out=res)
+        else:
+            res[...] = y
+
+    kernels.parallel_for(part, g.n, _grain(g))
+    return out, cols
 
 
-def conv_weight_grad(xp, x, gout, g: Geom, cols=None):
-    if cols is None:
-        cols = _im2col(xp, x, g)
+def conv_weight_grad(xp, kernels, x, gout, g: Geom, cols=None):
     og = g.o // g.groups
-    if g.batched:
-        g4 = gout.reshape(g.n, g.groups, og, g.oh * g.ow)
-        gw = (g4 @ cols.transpose(0, 1, 3, 2)).sum(axis=0)
-    else:
-        gw = _mm(_gout_folded(xp, gout, g), cols.transpose(0, 2, 1))
+    partial = {}
+
+    def part(lo, hi):
+        r = g._replace(n=hi - lo)
+        c = _im2col(xp, x[lo:hi], r) if cols is None else _cols_range(cols, g, lo, hi)
+        if g.batched:
+            g4 = gout[lo:hi].reshape(r.n, g.groups, og, g.oh * g.ow)
+            partial[lo] = (g4 @ c.transpose(0, 1, 3, 2)).sum(axis=0)
+        else:
+            c = c.reshape(g.groups, c.shape[1], r.n * g.oh * g.ow)
+            partial[lo] = _mm(_gout_folded(xp, gout[lo:hi], r), c.transpose(0, 2, 1))
+
+    kernels.parallel_for(part, g.n, _grain(g))
+    parts = [partial[k] for k in sorted(partial)]  # a fixed order: the sum doesn't vary by run
+    gw = parts[0]
+    for p in parts[1:]:
+        gw += p
     return gw.reshape(g.o, g.c // g.groups, g.kh, g.kw)
 
 
-def conv_input_grad(xp, gout, w, g: Geom):
+def conv_input_grad(xp, kernels, gout, w, g: Geom):
     """The transposed convolution: column gradients W^T g, then col2im as kh*kw strided adds.
 
     Measured against the "sum of kh*kw shifted matmuls" trick (LeNet-5 conv2, float32, b128):
@@ -147,20 +188,28 @@ def conv_input_grad(xp, gout, w, g: Geom):
     """
     og, cg = g.o // g.groups, g.c // g.groups
     w3t = w.reshape(g.groups, og, cg * g.kh * g.kw).transpose(0, 2, 1)
-    if g.batched:
-        dc = (w3t @ gout.reshape(g.n, g.groups, og, g.oh * g.ow))
-        dc = dc.reshape(g.n, g.c, g.kh, g.kw, g.oh, g.ow)
-        buf = xp.zeros((g.n, g.c, g.hp, g.wp), dtype=dc.dtype)
+    out = xp.empty((g.n, g.c, g.h, g.w), dtype=gout.dtype)
+
+    def part(lo, hi):
+        r = g._replace(n=hi - lo)
+        if g.batched:
+            dc = (w3t @ gout[lo:hi].reshape(r.n, g.groups, og, g.oh * g.ow))
+            dc = dc.reshape(r.n, g.c, g.kh, g.kw, g.oh, g.ow)
+            buf = xp.zeros((r.n, g.c, g.hp, g.wp), dtype=dc.dtype)
+            for i in range(g.kh):
+                for j in range(g.kw):
+                    _window(xp, buf, g, i, j)[...] += dc[:, :, i, j]
+            out[lo:hi] = _crop(buf, g)
+            return
+        dc = _mm(w3t, _gout_folded(xp, gout[lo:hi], r)).reshape(g.c, g.kh, g.kw, r.n, g.oh, g.ow)
+        buf = xp.zeros((g.c, r.n, g.hp, g.wp), dtype=dc.dtype)
         for i in range(g.kh):
             for j in range(g.kw):
-                _window(xp, buf, g, i, j)[...] += dc[:, :, i, j]
-        return xp.ascontiguousarray(_crop(buf, g))
-    dc = _mm(w3t, _gout_folded(xp, gout, g)).reshape(g.c, g.kh, g.kw, g.n, g.oh, g.ow)
-    buf = xp.zeros((g.c, g.n, g.hp, g.wp), dtype=dc.dtype)
-    for i in range(g.kh):
-        for j in range(g.kw):
-            _window(xp, buf, g, i, j)[...] += dc[:, i, j]
-    return xp.ascontiguousarray(_crop(buf, g).transpose(1, 0, 2, 3))
+                _window(xp, buf, g, i, j)[...] += dc[:, i, j]
+        out[lo:hi] = _crop(buf, g).transpose(1, 0, 2, 3)
+
+    kernels.parallel_for(part, g.n, _grain(g))
+    return out
 
 
 # -- convolution ops ----------------------------------------------------------------------------
@@ -171,10 +220,11 @@ class Conv2d(Op):
 
     def forward(self, x, w, b=None, geo=None):
         self.geo = geo
-        cols = _im2col(self.xp, x, geo)
-        if is_grad_enabled() and self.inputs[1].requires_grad:
+        keep = is_grad_enabled() and self.inputs[1].requires_grad
+        out, cols = conv_forward(self.xp, self.device.kernels, x, w, b, geo, keep)
+        if keep:
             self.cols = cols
-        return conv_forward(self.xp, x, w, b, geo, cols)
+        return out
 
     def backward(self, g):
         x, w = self.inputs[0], self.inputs[1]
@@ -194,7 +244,7 @@ class Conv2dBackwardInput(Op):
 
     def forward(self, g, w, geo):
         self.geo = geo
-        return conv_input_grad(self.xp, g, w, geo)
+        return conv_input_grad(self.xp, self.device.kernels, g, w, geo)
 
     def backward(self, gg):
         g, w = self.inputs
@@ -209,7 +259,7 @@ class Conv2dBackwardWeight(Op):
 
     def forward(self, x, g, geo, cols=None):
         self.geo = geo
-        return conv_weight_grad(self.xp, x, g, geo, cols)
+        return conv_weight_grad(self.xp, self.device.kernels, x, g, geo, cols)
 
     def backward(self, gw):
         x, g = self.inputs
@@ -248,25 +298,31 @@ def _index_dtype(xp, g: Geom):
 class MaxPool2d(Op):
     """Window maximum; remembers, per output, which kernel offset held it (the first maximum in
     row-major order, as PyTorch; NaN counts as the maximum). kh*kw passes over output-sized views,
-    no fancy indexing and no window copy."""
+    no fancy indexing and no window copy; batch ranges run in parallel."""
 
     def forward(self, x, geo):
         xp = self.xp
         self.geo = geo
-        buf = _pad(xp, x, geo, -xp.inf)
-        best = None
-        idx = xp.zeros((geo.n, geo.c, geo.oh, geo.ow), dtype=_index_dtype(xp, geo))
-        for t, (i, j) in enumerate(_offsets(geo)):
-            v = _window(xp, buf, geo, i, j)
-            if best is None:
-                best = v.copy()
-                continue
-            upd = v > best
-            upd |= xp.isnan(v)  # NaN wins, as in PyTorch
-            # arithmetic, not copyto(where=)/where: those branch per element on a random mask and
-            # measured 30x slower (2.1 ms vs 69 us on a (128, 20, 12, 12) float32 view)
-            xp.maximum(best, v, out=best)
-            idx += (t - idx) * upd
+        best = xp.empty((geo.n, geo.c, geo.oh, geo.ow), dtype=x.dtype)
+        idx = xp.zeros(best.shape, dtype=_index_dtype(xp, geo))
+
+        def part(lo, hi):
+            r = geo._replace(n=hi - lo)
+            buf = _pad(xp, x[lo:hi], r, -xp.inf)
+            top, at = best[lo:hi], idx[lo:hi]
+            for t, (i, j) in enumerate(_offsets(geo)):
+                v = _window(xp, buf, geo, i, j)
+                if t == 0:
+                    top[...] = v
+                    continue
+                upd = v > top
+                upd |= xp.isnan(v)  # NaN wins, as in PyTorch
+                # arithmetic, not copyto(where=)/where: those branch per element on a random
+                # mask and measured 30x slower (2.1 ms vs 69 us on a (128, 20, 12, 12) view)
+                xp.maximum(top, v, out=top)
+                at += (t - at) * upd
+
+        self.device.kernels.parallel_for(part, geo.n, _grain(geo))
         self.idx = idx
         return best
 
@@ -280,14 +336,27 @@ class MaxPool2dScatter(Op):
     def forward(self, g, idx, geo):
         xp = self.xp
         self.idx, self.geo = idx, geo
-        buf = xp.zeros((geo.n, geo.c, geo.hp, geo.wp), dtype=g.dtype)
-        for t, (i, j) in enumerate(_offsets(geo)):
-            view = _window(xp, buf, geo, i, j)
-            if geo.overlapping:
-                view += g * (idx == t)
-            else:  # each input element is in one window at most: assign, no read
-                xp.multiply(g, idx == t, out=view)
-        return xp.ascontiguousarray(_crop(buf, geo))
+        out = xp.empty((geo.n, geo.c, geo.h, geo.w), dtype=g.dtype)
+
+        def part(lo, hi):
+            r = geo._replace(n=hi - lo)
+            padded = (r.hp, r.wp) != (r.h, r.w) or r.ph or r.pw
+            buf = xp.zeros((r.n, r.c, r.hp, r.wp), dtype=g.dtype) if padded else out[lo:hi]
+            tiles = (r.dh, r.dw, r.sh, r.sw) == (1, 1, r.kh, r.kw) and (r.oh * r.kh, r.ow * r.kw) == (r.h, r.w)
+            if not padded and not tiles:
+                buf[...] = 0  # the loop below writes every element only when windows tile the input
+            gr, at = g[lo:hi], idx[lo:hi]
+            for t, (i, j) in enumerate(_offsets(geo)):
+                view = _window(xp, buf, geo, i, j)
+                if geo.overlapping:
+                    view += gr * (at == t)
+                else:  # each input element is in one window at most: assign, no read
+                    xp.multiply(gr, at == t, out=view)
+            if padded:
+                out[lo:hi] = _crop(buf, r)
+
+        self.device.kernels.parallel_for(part, geo.n, _grain(geo))
+        return out
 
     def backward(self, gg):
         return MaxPool2dGather.apply(gg, idx=self.idx, geo=self.geo)
