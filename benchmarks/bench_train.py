@@ -424,6 +424,9 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     for n in names:
         tp, tt = built[n]
+        # as if in a process of its own: a model before it may have made prunus take BLAS's
+        # threads (prunus/backend/threads.py); set_num_threads gives them back
+        P.set_num_threads(args.threads)
         waited += core.wait_quiet(args.wait_quiet)
         res, other = core.measure({"prunus": tp.run, "torch": tt.run}, args.rounds,
                                   args.round_time, args.gap)
@@ -434,6 +437,7 @@ def main(argv=None) -> int:
     elapsed = time.perf_counter() - t_start
     for n in names:
         tp = built[n][0]
+        P.set_num_threads(args.threads)
         steps = args.breakdown_steps
         if steps is None:
             step_us = results[n]["contenders"]["prunus"]["median_us"]

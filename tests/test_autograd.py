@@ -341,9 +341,8 @@ def test_detect_anomaly_names_the_op():
     x = leaf([0.0, 1.0])
     with detect_anomaly():
         y = prunus.sqrt(x).sum()  # d sqrt / dx = inf at 0
-        with pytest.raises(AnomalyError, match="Sqrt") as info:
-            with np.errstate(divide="ignore"):
-                y.backward()
+        with pytest.raises(AnomalyError, match="Sqrt") as info, np.errstate(divide="ignore"):
+            y.backward()
     assert "test_autograd.py" in str(info.value)  # where the op was created
 
 

@@ -1,6 +1,10 @@
 """prunus's CPU threads: parallel_for's ranges, errors and nesting; set/get_num_threads; BLAS is
 limited to one thread once prunus splits a kernel and gets its count back from set_num_threads."""
 
+import os
+import platform
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -96,3 +100,14 @@ def test_blas_runs_one_thread_after_a_split_until_set_num_threads(nthreads):
     assert blas_threads() == [1] * len(before)
     nthreads(2)
     assert blas_threads() == before
+
+
+def test_malloc_keeps_freed_arrays_on_glibc_unless_opted_out():
+    """prunus/backend/cpu.py fixes glibc's malloc thresholds (no page faults per step)."""
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc only")
+    code = "import importlib; print(importlib.import_module('prunus.backend.cpu').MALLOC_TUNED)"
+    for env, want in (({}, "True"), ({"PRUNUS_MALLOC_TUNING": "0"}, "False")):
+        out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env},
+                             capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == want

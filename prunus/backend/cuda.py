@@ -58,6 +58,6 @@ def erf(x):
     return _erf(x)
 
 
-def parallel_for(fn, n: int, grain: int = 1) -> None:
+def parallel_for(fn, n: int, grain: int = 1, if_owned: bool = False) -> None:
     """The GPU parallelizes inside each kernel: run the whole range at once."""
     fn(0, n)

@@ -116,15 +116,17 @@ def _run(fn, lo, hi):
         _local.inside = False
 
 
-def parallel_for(fn, n: int, grain: int = 1) -> None:
+def parallel_for(fn, n: int, grain: int = 1, if_owned: bool = False) -> None:
     """Call fn(lo, hi) over contiguous ranges covering [0, n), in parallel when it pays.
 
     Ranges have at least `grain` items; the calling thread runs the first one. Calls from inside a
-    range run whole (no nesting). Ranges are fixed by n and the thread count, so results don't
+    range run whole (no nesting). `if_owned`: split only if prunus already holds the threads (a
+    kernel not worth taking them from BLAS: the optimizer update of an MLP measured no faster
+    split while OpenBLAS's workers spin after the backward pass). Ranges are fixed by n and the thread count, so results don't
     depend on timing. An exception in any range is raised here after all ranges finish.
     """
     k = min(get_num_threads(), n // max(grain, 1))
-    if k <= 1 or getattr(_local, "inside", False):
+    if k <= 1 or getattr(_local, "inside", False) or (if_owned and _saved is None):
         fn(0, n)
         return
     blas = _blas_limiter()

@@ -111,7 +111,7 @@ from prunus.ops.reduce import (
     var,
 )
 
-_METHODS = dict(
+_METHODS = dict(  # noqa: C408  (keywords read as the method table they are)
     add=add, sub=sub, mul=mul, div=div, pow=pow, neg=neg, exp=exp, log=log, log1p=log1p,
     expm1=expm1, sqrt=sqrt, rsqrt=rsqrt, abs=abs_, sign=sign, clamp=clamp, clip=clamp,
     maximum=maximum, minimum=minimum, sin=sin, cos=cos, tanh=tanh, sigmoid=sigmoid, relu=relu,
@@ -150,8 +150,9 @@ def _T(x):
 def bind_methods(cls):
     for name, fn in _METHODS.items():
         setattr(cls, name, fn)
-    for name, fn in dict(radd=add, rsub=sub, rmul=mul, rtruediv=div, rpow=pow, rmatmul=matmul,
-                         rfloordiv=floor_divide, rmod=remainder).items():
+    reflected = {"radd": add, "rsub": sub, "rmul": mul, "rtruediv": div, "rpow": pow,
+                 "rmatmul": matmul, "rfloordiv": floor_divide, "rmod": remainder}
+    for name, fn in reflected.items():
         setattr(cls, f"__{name}__", _reflected(fn))
     cls.__pos__ = lambda self: self
     cls.T = property(_T)

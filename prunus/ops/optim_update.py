@@ -45,41 +45,61 @@ class SGDUpdate(Op):
         xp = self.xp
         n = len(arrays) // (3 if momentum else 2)
         params, grads, bufs = arrays[:n], arrays[n : 2 * n], arrays[2 * n :]
+        hyper = (lr, momentum, dampening, weight_decay, nesterov, maximize)
         for i in range(n):
             p, g = params[i], grads[i]
-            d = g
-            if weight_decay:  # d = (-g if maximize else g) + wd * p
-                d = _scratch(xp, p, 0)
-                xp.multiply(p, weight_decay, out=d)
-                (xp.subtract if maximize else xp.add)(d, g, out=d)
-            elif maximize:
-                d = xp.negative(g, out=_scratch(xp, p, 0))
-            if momentum:
-                buf = bufs[i]
-                if fresh[i]:
-                    xp.copyto(buf, d)
-                else:
-                    buf *= momentum
-                    if dampening:
-                        t = _scratch(xp, p, 1)
-                        xp.multiply(d, 1 - dampening, out=t)
-                        buf += t
-                    else:
-                        buf += d
-                if nesterov:  # d = d + momentum * buf
-                    t = _scratch(xp, p, 1)
-                    xp.multiply(buf, momentum, out=t)
-                    if d is g:
-                        d = _scratch(xp, p, 0)
-                        xp.add(g, t, out=d)
-                    else:
-                        d += t
-                else:
-                    d = buf
-            t = _scratch(xp, p, 1)
-            xp.multiply(d, -lr, out=t)
-            p += t
+            buf = bufs[i] if momentum else None
+            arrays_i = (p, g) if buf is None else (p, g, buf)
+            if p.size >= _SPLIT and all(a.flags.c_contiguous for a in arrays_i):
+                flat = [a.reshape(-1) for a in arrays_i]
+
+                def part(lo, hi, flat=flat, first=fresh and fresh[i]):
+                    r = [a[lo:hi] for a in flat]
+                    _sgd(xp, r[0], r[1], r[2] if momentum else None, first, *hyper)
+
+                self.device.kernels.parallel_for(part, p.size, _SPLIT // 2, if_owned=True)
+            else:
+                _sgd(xp, p, g, buf, fresh and fresh[i], *hyper)
         return params[0]
+
+
+_SPLIT = 1 << 17  # elements: a parameter this big is updated in ranges on several threads (when
+# prunus holds the threads, i.e. after a convolution split: prunus/backend/threads.py)
+
+
+def _sgd(xp, p, g, buf, fresh, lr, momentum, dampening, weight_decay, nesterov, maximize):
+    """One parameter's (or one range's) update, torch.optim.SGD's arithmetic in its order."""
+    d = g
+    if weight_decay:  # d = (-g if maximize else g) + wd * p
+        d = _scratch(xp, p, 0)
+        xp.multiply(p, weight_decay, out=d)
+        (xp.subtract if maximize else xp.add)(d, g, out=d)
+    elif maximize:
+        d = xp.negative(g, out=_scratch(xp, p, 0))
+    if momentum:
+        if fresh:
+            xp.copyto(buf, d)
+        else:
+            buf *= momentum
+            if dampening:
+                t = _scratch(xp, p, 1)
+                xp.multiply(d, 1 - dampening, out=t)
+                buf += t
+            else:
+                buf += d
+        if nesterov:  # d = d + momentum * buf
+            t = _scratch(xp, p, 1)
+            xp.multiply(buf, momentum, out=t)
+            if d is g:
+                d = _scratch(xp, p, 0)
+                xp.add(g, t, out=d)
+            else:
+                d += t
+        else:
+            d = buf
+    t = _scratch(xp, p, 1)
+    xp.multiply(d, -lr, out=t)
+    p += t
 
 
 def sgd_update(params, grads, bufs, *, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,

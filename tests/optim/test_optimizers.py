@@ -286,3 +286,33 @@ def test_bad_input(make, err, match):
     ps = [prunus.zeros(2, requires_grad=True), prunus.zeros(3, requires_grad=True)]
     with pytest.raises(err, match=match):
         make(ps)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"momentum": 0.9, "weight_decay": 5e-4},
+    {"momentum": 0.9, "nesterov": True, "maximize": True},
+    {"weight_decay": 0.1},
+])
+def test_sgd_split_over_threads_is_bitwise_the_unsplit_update(kwargs):
+    """A parameter over 2**17 elements is updated in ranges on several threads once prunus holds
+    the threads (after a split convolution); elementwise, so bit for bit the one-thread result."""
+    from prunus.backend import threads
+
+    rng = np.random.default_rng(0)
+    init = rng.standard_normal((400, 400)).astype(np.float32)
+    grads = [rng.standard_normal((400, 400)).astype(np.float32) for _ in range(3)]
+    before = prunus.get_num_threads()
+    results = []
+    try:
+        for n in (1, 3):
+            prunus.set_num_threads(n)
+            threads.parallel_for(lambda lo, hi: None, 4)  # a split: prunus now holds the threads
+            p = prunus.tensor(init, requires_grad=True)
+            opt = optim.SGD([p], lr=0.1, **kwargs)
+            for g in grads:
+                p.grad = prunus.tensor(g)
+                opt.step()
+            results.append(p.detach().numpy())
+    finally:
+        prunus.set_num_threads(before)
+    np.testing.assert_array_equal(results[0], results[1])
