@@ -61,6 +61,7 @@ from prunus.tensor import Tensor
 # Last: these import the core above (the tensor module binds its methods on first import).
 from prunus import nn, serialization
 from prunus.serialization import get_rng_state, load, save, set_rng_state
+from prunus.graph import compile
 
 # PyTorch's spellings prunus.bool, prunus.float, prunus.int (they shadow builtins only here)
 bool = bool_

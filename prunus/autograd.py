@@ -33,6 +33,7 @@ _next_seq = itertools.count().__next__  # creation order of recorded ops (see _r
 
 _grad_enabled = True
 _anomaly = False
+_tracer = None  # the active prunus.graph.capture.Tracer while a function is being captured
 
 
 # -- grad mode -------------------------------------------------------------------------------
@@ -199,9 +200,13 @@ class Op:
                     op._stack = traceback.format_stack()[:-1]
                 t.requires_grad = True
                 t._ctx = op
+                if _tracer is not None:
+                    _tracer.record(op, inputs, attrs, t)
                 return t
         t.requires_grad = False
         t._ctx = None
+        if _tracer is not None:
+            _tracer.record(op, inputs, attrs, t)
         return t
 
     def output(self):
@@ -367,14 +372,17 @@ def _deliver_leaf(t, g, captured, wanted, create_graph, taken):
         r = h(g)
         if r is not None:
             g = r
+    if _tracer is not None:
+        _tracer.delivering_grad(t)
     if t.grad is None:
         # A .grad is the user's to modify in place (w.grad.zero_()), so it must own its memory.
         # Take the engine's buffer over when nobody else can see it (like PyTorch's
-        # AccumulateGrad); copy read-only broadcast views and buffers another .grad took already.
+        # AccumulateGrad); copy read-only broadcast views and buffers another .grad took already
+        # (with an op, so that a captured graph makes the copy too).
         if not create_graph:
             owner = id(_owner(g.data))
             if owner in taken or not g.data.flags.writeable:
-                g = Tensor._make(g.data.copy(), g.device, False, None)
+                g = g.clone()
                 owner = id(g.data)
             taken.add(owner)
         t.grad = g

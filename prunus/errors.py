@@ -69,6 +69,13 @@ class GradcheckError(AutogradError):
     code = "gradcheck"
 
 
+class CaptureError(PrunusError, RuntimeError):
+    """A function that can't be captured into a static graph as written: Python control flow on
+    tensor values, unsupported return values, nested captures."""
+
+    code = "capture"
+
+
 class StateDictError(PrunusError, ValueError, RuntimeError):
     """load_state_dict found missing, unexpected or mis-shaped keys; the message lists them all,
     with expected and got shapes. Also a RuntimeError, which is what PyTorch raises."""

@@ -125,6 +125,8 @@ class Tensor:
 
     def numpy(self):
         """The data as a NumPy array (shares memory on the CPU). Refuses tensors that need grad."""
+        if autograd._tracer is not None:
+            autograd._tracer.data_access(self, "numpy()")
         if self.requires_grad:
             raise AutogradError(
                 "numpy(): can't call numpy() on a tensor that requires grad; use "
@@ -133,10 +135,14 @@ class Tensor:
         return self.device.kernels.to_numpy(self.data)
 
     def __array__(self, dtype=None, copy=None):
+        if autograd._tracer is not None:
+            autograd._tracer.data_access(self, "conversion to a NumPy array")
         a = self.device.kernels.to_numpy(self.data)
         return a if dtype is None else a.astype(dtype, copy=False)
 
     def item(self):
+        if autograd._tracer is not None:
+            autograd._tracer.data_access(self, "item()")
         if self.data.size != 1:
             raise DTypeError(
                 f"item(): only a one-element tensor converts to a Python number, got shape "
@@ -145,6 +151,8 @@ class Tensor:
         return self.data.reshape(()).item()
 
     def tolist(self):
+        if autograd._tracer is not None:
+            autograd._tracer.data_access(self, "tolist()")
         return self.device.kernels.to_numpy(self.data).tolist()
 
     def __float__(self):
@@ -154,6 +162,8 @@ class Tensor:
         return int(self.item())
 
     def __bool__(self):
+        if autograd._tracer is not None:
+            autograd._tracer.data_access(self, "bool() (an if or while on a tensor)")
         if self.data.size != 1:
             raise DTypeError(
                 f"the truth value of a tensor with {self.data.size} elements (shape "

@@ -27,7 +27,7 @@ from prunus.ops import (
 )
 from prunus.ops._util import constant
 from prunus.ops.conv import adaptive_avg_pool2d, avg_pool2d, conv2d, max_pool2d
-from prunus.random import numpy_generator
+from prunus.ops.dropout import Dropout
 from prunus.tensor import Tensor
 
 __all__ = [
@@ -88,9 +88,7 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, generator=None
         return input
     if p == 1.0:
         return input * 0.0
-    keep = numpy_generator(generator).random(input.shape) >= p
-    scale = keep.astype(input.data.dtype) * input.data.dtype.type(1.0 / (1.0 - p))
-    return input * Tensor._make(input.device.kernels.from_numpy(scale), input.device, False, None)
+    return Dropout.apply(input, p=float(p), generator=generator)
 
 
 def _bn_shape(x, c):

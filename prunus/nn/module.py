@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from prunus import autograd as _autograd
 from prunus import dtypes
 from prunus.autograd import no_grad
 from prunus.backend import get_device
@@ -81,6 +82,9 @@ class Module:
 
     def __call__(self, *args, **kwargs):
         d = self.__dict__
+        if _autograd._tracer is not None:  # a captured graph holds for this train/eval mode only
+            _autograd._tracer.guard(("training", id(self)), f"{type(self).__name__}.training",
+                                    lambda m=self: m.training)
         if not d["_forward_pre_hooks"] and not d["_forward_hooks"]:
             return self.forward(*args, **kwargs)
         for hook in list(d["_forward_pre_hooks"].values()):
@@ -257,6 +261,8 @@ class Module:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.parameters():
+            if set_to_none and _autograd._tracer is not None:
+                _autograd._tracer.cleared_grad(p)
             if p.grad is None:
                 continue
             if set_to_none:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numbers
 
-from prunus import dtypes
+from prunus import autograd, dtypes
 from prunus.autograd import Op
 from prunus.errors import DTypeError, IndexOutOfRangeError, ShapeError, fmt_shape
 from prunus.tensor import Tensor
@@ -15,7 +15,10 @@ def constant(value, like: Tensor, dtype=None) -> Tensor:
     """A Python number (or array-like) as a tensor without grad on `like`'s device."""
     dev = like.device
     d = like.dtype if dtype is None else dtype
-    return Tensor._make(dev.xp.asarray(value, dtype=d.np), dev, False, None)
+    t = Tensor._make(dev.xp.asarray(value, dtype=d.np), dev, False, None)
+    if autograd._tracer is not None:  # a captured graph may fold it (prunus/graph/)
+        autograd._tracer.note_constant(t)
+    return t
 
 
 def as_tensor_like(x, like: Tensor) -> Tensor:

@@ -245,7 +245,7 @@ class Conv2d(Op):
         gx = Conv2dBackwardInput.apply(g, w, geo=geo) if needs[0] else None
         gw = None
         if needs[1]:
-            gw = Conv2dBackwardWeight.apply(x, g, geo=geo, cols=self.__dict__.get("cols"))
+            gw = Conv2dBackwardWeight.apply(x, g, geo=geo, fwd=self)
         if len(self.inputs) == 2:
             return gx, gw
         return gx, gw, (ConvBiasGrad.apply(g) if needs[2] else None)
@@ -267,10 +267,12 @@ class Conv2dBackwardInput(Op):
 
 
 class Conv2dBackwardWeight(Op):
-    """The weight gradient of conv2d, bilinear in (x, g); `cols`: x's columns if already made."""
+    """The weight gradient of conv2d, bilinear in (x, g); `fwd`: the Conv2d op whose im2col
+    columns of x it reuses, if it kept them (an op reference, so a captured graph follows it)."""
 
-    def forward(self, x, g, geo, cols=None):
+    def forward(self, x, g, geo, fwd=None):
         self.geo = geo
+        cols = None if fwd is None else fwd.__dict__.get("cols")  # the Conv2d's im2col columns
         return conv_weight_grad(self.xp, self.device.kernels, x, g, geo, cols)
 
     def backward(self, gw):

@@ -180,6 +180,10 @@ class SetItem(Op):
 
     differentiable = False
 
+    @staticmethod
+    def mutated_inputs(n_inputs, attrs):
+        return (0,)
+
     def forward(self, a, v, index):
         a[index] = v
         return a

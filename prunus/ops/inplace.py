@@ -16,6 +16,11 @@ from prunus.tensor import Tensor
 class _InPlace(Op):
     differentiable = False
 
+    @staticmethod
+    def mutated_inputs(n_inputs, attrs):
+        """Positions of the inputs this op writes (for graph passes that must keep order)."""
+        return (0,)
+
     def explain(self, shapes):
         raise ShapeError(
             f"{self.name}: cannot update a tensor of shape {fmt_shape(shapes[0])} in place with "

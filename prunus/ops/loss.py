@@ -63,8 +63,7 @@ class CrossEntropy(Op):
         z, target = self.inputs
         return (
             CrossEntropyBackward.apply(
-                z, target, g, reduction=self.reduction, ignore_index=self.ignore_index,
-                saved=(self.p, self.rows, self.safe, self.valid, self.count),
+                z, target, g, reduction=self.reduction, ignore_index=self.ignore_index, fwd=self
             ),
             None,
         )
@@ -73,8 +72,9 @@ class CrossEntropy(Op):
 class CrossEntropyBackward(Op):
     """d loss/dz = (softmax(z) - onehot(target)) * w, w per row from the loss's gradient g."""
 
-    def forward(self, z, target, g, reduction, ignore_index, saved):
-        p, rows, safe, valid, count = saved
+    def forward(self, z, target, g, reduction, ignore_index, fwd):
+        # fwd: the CrossEntropy op, whose softmax and row bookkeeping this reuses
+        p, rows, safe, valid, count = fwd.p, fwd.rows, fwd.safe, fwd.valid, fwd.count
         self.reduction, self.ignore_index, self.count = reduction, ignore_index, count
         w = _row_weights(self.xp, valid, g, reduction, max(count, 1), z.dtype)
         out = p * w
@@ -192,9 +192,7 @@ class SoftTargetCrossEntropy(Op):
     def backward(self, g):
         z = self.inputs[0]
         return (
-            SoftTargetCrossEntropyBackward.apply(
-                z, g, reduction=self.reduction, saved=(self.p, self.q, self.qsum, self.denom)
-            ),
+            SoftTargetCrossEntropyBackward.apply(z, g, reduction=self.reduction, fwd=self),
             None,
         )
 
@@ -202,8 +200,9 @@ class SoftTargetCrossEntropy(Op):
 class SoftTargetCrossEntropyBackward(Op):
     """d loss/dz = (sum_c q[i, c] * softmax(z)[i] - q[i]) * g_i, g_i from the loss's gradient."""
 
-    def forward(self, z, g, reduction, saved):
-        p, q, qsum, denom = saved
+    def forward(self, z, g, reduction, fwd):
+        # fwd: the SoftTargetCrossEntropy op, whose softmax and targets this reuses
+        p, q, qsum, denom = fwd.p, fwd.q, fwd.qsum, fwd.denom
         self.reduction, self.q, self.qsum, self.denom = reduction, q, qsum, denom
         out = p * qsum - q
         if reduction == "none":

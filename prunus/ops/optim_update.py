@@ -41,6 +41,11 @@ class SGDUpdate(Op):
 
     differentiable = False
 
+    @staticmethod
+    def mutated_inputs(n_inputs, attrs):
+        n = n_inputs // (3 if attrs["momentum"] else 2)
+        return tuple(range(n)) + tuple(range(2 * n, n_inputs))
+
     def forward(self, *arrays, lr, momentum, dampening, weight_decay, nesterov, maximize, fresh):
         xp = self.xp
         n = len(arrays) // (3 if momentum else 2)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import numbers
 
+from prunus import autograd
 from prunus.autograd import enable_grad, no_grad
 from prunus.errors import ArgumentError, DTypeError, ShapeError, fmt_shape
 from prunus.tensor import Tensor
@@ -116,8 +117,11 @@ class Optimizer:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Drop the gradients (the default, cheapest), or zero them in place."""
+        tracer = autograd._tracer
         for group in self.param_groups:
             for p in group["params"]:
+                if set_to_none and tracer is not None:
+                    tracer.cleared_grad(p)
                 g = p.grad
                 if g is None:
                     continue
@@ -135,10 +139,33 @@ class Optimizer:
         if closure is not None:
             with enable_grad():
                 loss = closure()
+        tracer = autograd._tracer
+        if tracer is not None:  # while a graph is captured (prunus/graph/capture.py)
+            for group in self.param_groups:
+                for p in group["params"]:
+                    tracer.note_param(p)
+            before = self._python_state()
+            tracer.guard(("optimizer", id(self)), f"{self._name}'s hyperparameters and state",
+                         self._python_state)
         with no_grad():
             for group in self.param_groups:
                 self._update(group)
+        if tracer is not None and self._python_state() != before:
+            tracer.not_reusable(f"{self._name}.step changed its Python-side state (its first step "
+                                "creates buffers; a step counter counts)")
         return loss
+
+    def _python_state(self):
+        """Everything a step reads besides tensors: hyperparameters, which state exists, and
+        non-tensor state values (step counters)."""
+        groups = tuple(tuple(sorted((k, repr(v)) for k, v in g.items() if k != "params"))
+                       for g in self.param_groups)
+        state = tuple(
+            tuple(sorted((k, None if isinstance(v, Tensor) else repr(v)) for k, v in self.state[p].items()))
+            if p in self.state else None
+            for g in self.param_groups for p in g["params"]
+        )
+        return groups, state
 
     def _update(self, group: dict) -> None:
         raise NotImplementedError(f"{self._name}._update")

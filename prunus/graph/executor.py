@@ -1,0 +1,154 @@
+"""Run a captured `Graph`: each node calls its op's `forward` on arrays, in order, with no
+autograd bookkeeping; arrays are dropped after their last use, so peak memory follows liveness.
+
+An op's forward may look at `self.inputs` (shapes, requires_grad) and at the grad mode, so each
+node gets an op object with the input Tensors it had while tracing (one reused wrapper per value)
+and runs in the grad mode it was recorded in. Ops that a later node refers to (a forward op whose
+saved activations its backward op reads) are kept until that node has run.
+"""
+
+from __future__ import annotations
+
+from prunus import autograd
+from prunus.errors import CaptureError
+from prunus.graph.ir import CONST, GRAD, NODE, SAVED, STATE, Graph, Ref
+from prunus.tensor import Tensor
+
+_new = object.__new__
+
+
+def _resolve(a, env, ops):
+    if isinstance(a, Ref):
+        if a.value is not None:
+            return env[a.value]
+        op = ops[a.node]
+        return op if a.attr is None else op.__dict__.get(a.attr)
+    if type(a) in (tuple, list):
+        return type(a)(_resolve(x, env, ops) for x in a)
+    return a
+
+
+def _refs(a, out):
+    if isinstance(a, Ref):
+        out.append(a)
+    elif type(a) in (tuple, list):
+        for x in a:
+            _refs(x, out)
+    return out
+
+
+class Executor:
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.device = graph.device
+        g = graph
+        self.wrappers = [None] * len(g.values)
+        for v in g.values:  # one Tensor per value, its .data set before each node runs
+            t = _new(Tensor)
+            t.data = None
+            t.device = self.device
+            t.requires_grad = v.requires_grad
+            t.grad = None
+            t._ctx = None
+            t._hooks = None
+            self.wrappers[v.index] = t
+        self._plan()
+
+    def _plan(self) -> None:
+        """Last uses: which values and kept ops each node can drop after it runs."""
+        g = self.graph
+        keep = set(g.outputs) | {vi for _, vi in g.grad_outputs}
+        last_value: dict = {}
+        last_op: dict = {}
+        saved_by: dict = {}
+        for v in g.values:
+            if v.kind == SAVED:
+                saved_by.setdefault(v.node, []).append(v.index)
+        for n in g.nodes:
+            for i in n.inputs:
+                last_value[i] = n.index
+            for r in _refs(list(n.attrs.values()), []) if n.has_refs else ():
+                if r.value is not None:
+                    last_value[r.value] = n.index
+                else:
+                    last_op[r.node] = n.index
+            for i in n.inputs:  # a SAVED value needs its op until it has been read
+                v = g.values[i]
+                if v.kind == SAVED:
+                    last_op[v.node] = max(last_op.get(v.node, -1), n.index)
+        self.drop_values = [[] for _ in g.nodes]
+        self.drop_ops = [[] for _ in g.nodes]
+        for vi, ni in last_value.items():
+            if vi not in keep and g.values[vi].kind in (NODE, SAVED):
+                self.drop_values[ni].append(vi)
+        for k, ni in last_op.items():
+            self.drop_ops[ni].append(k)
+        self.keep_op = set(last_op)
+        self.saved_by = saved_by
+        self.live = [(v.index, v.kind, v.tensor) for v in g.values if v.kind in (STATE, CONST, GRAD)]
+
+    def run(self, args, kwargs):
+        g = self.graph
+        env = [None] * len(g.values)
+        for vi in g.inputs:
+            pos = g.values[vi].position
+            env[vi] = (args[pos] if isinstance(pos, int) else kwargs[pos]).data
+        for vi, kind, t in self.live:
+            if kind == GRAD:
+                if t.grad is None:
+                    raise CaptureError("a gradient the compiled graph reads is None (guards should have caught this)")
+                env[vi] = t.grad.data
+            else:
+                env[vi] = t.data
+        ops: dict = {}
+        wrappers = self.wrappers
+        dev = self.device
+        prev_mode = autograd._grad_enabled
+        try:
+            for n in g.nodes:
+                op = _new(n.op)
+                op.device = dev
+                ins = []
+                for i in n.inputs:
+                    w = wrappers[i]
+                    w.data = env[i]
+                    ins.append(w)
+                op.inputs = tuple(ins)
+                op.needs_input_grad = n.needs_input_grad
+                autograd._grad_enabled = n.grad_enabled
+                attrs = {k: _resolve(a, env, ops) for k, a in n.attrs.items()} if n.has_refs else n.attrs
+                out = op.forward(*[env[i] for i in n.inputs], **attrs)
+                if type(out) is not dev.array_type:
+                    out = dev.xp.asarray(out)
+                env[n.output] = out
+                if n.index in self.keep_op:
+                    ops[n.index] = op
+                for vi in self.saved_by.get(n.index, ()):
+                    env[vi] = op.__dict__.get(g.values[vi].attr)
+                for vi in self.drop_values[n.index]:
+                    env[vi] = None
+                for k in self.drop_ops[n.index]:
+                    ops.pop(k, None)
+        finally:
+            autograd._grad_enabled = prev_mode
+            for w in wrappers:
+                w.data = None
+        for target, vi in g.grad_outputs:
+            p = (args[target[1]] if isinstance(target[1], int) else kwargs[target[1]]) if target[0] == "input" else target[1]
+            p.grad = Tensor._make(env[vi], dev, False, None)
+        for p in g.cleared_grads:
+            p.grad = None
+        outs = [Tensor._make(env[vi], dev, False, None) for vi in g.outputs]
+        return _unflatten(g.out_tree, outs)
+
+
+def _unflatten(tree, outs):
+    kind, x = tree
+    if kind == "t":
+        return outs[x]
+    if kind == "lit":
+        return x
+    if kind == "dict":
+        return {k: _unflatten(v, outs) for k, v in x}
+    items = [_unflatten(i, outs) for i in x]
+    return tuple(items) if kind == "tuple" else items
