@@ -62,6 +62,7 @@ from prunus.tensor import Tensor
 from prunus import nn, serialization
 from prunus.serialization import get_rng_state, load, save, set_rng_state
 from prunus.graph import compile
+from prunus.graph.control_flow import cond, fori_loop, while_loop
 
 # PyTorch's spellings prunus.bool, prunus.float, prunus.int (they shadow builtins only here)
 bool = bool_

@@ -26,12 +26,17 @@ def _is_array(a) -> bool:
 
 
 class Tracer:
-    def __init__(self, graph: Graph):
+    def __init__(self, graph: Graph, parent: Tracer | None = None):
+        # parent: set for the sub-tracer of a cond/while_loop branch, which lifts every tensor
+        # from outside the branch into an input of its graph (see control_flow.py)
+        self.parent = parent
+        self.lifted: list = []  # outside tensors the branch reads, in input order
         self.g = graph
         self.val: dict = {}  # id(Tensor) -> value index
         self.data_val: dict = {}  # id(array) -> the value whose array it is
         self.saved: dict = {}  # id(array) -> (node, attr) for arrays ops keep on themselves
         self.op_node: dict = {}  # id(Op) -> node index
+        self.node_ops: list = []  # node index -> the Op object that ran while tracing
         self.keep: list = []  # everything whose id is a key above stays alive while tracing
         self.grad_start: dict = {}  # id(grad Tensor) -> the parameter it was .grad of
         self.constants: set = set()  # ids of tensors made by ops._util.constant while tracing
@@ -75,6 +80,13 @@ class Tracer:
             self.val[id(t)] = i
             self.keep.append(t)
             return i
+        if self.parent is not None and id(t) not in self.constants:
+            v = self.g.add_value(INPUT, t.shape, a.dtype, requires_grad=t.requires_grad,
+                                 name="captured", position=len(self.g.inputs))
+            self.g.inputs.append(v.index)
+            self.lifted.append(t)
+            self._bind(t, v.index)
+            return v.index
         self.note_param(t)
         src = self.saved.get(id(a))
         dt = a.dtype
@@ -145,7 +157,7 @@ class Tracer:
         self.data_val[id(out.data)] = v.index  # an in-place op's output is its input's array
         self.keep.append(out)
         self.op_node[id(op)] = node.index
-        self.keep.append(op)
+        self.node_ops.append(op)
         for k, a in op.__dict__.items():
             if k not in ("inputs", "device", "needs_input_grad") and _is_array(a) \
                     and id(a) not in self.data_val:
@@ -155,6 +167,9 @@ class Tracer:
     # -- what the library tells the tracer ------------------------------------------------
 
     def _guard(self, key, what, fn, expected) -> None:
+        if self.parent is not None:  # a branch's guards hold for the whole graph
+            self.parent._guard(key, what, fn, expected)
+            return
         if key in self.guard_keys:
             return
         self.guard_keys.add(key)
@@ -165,6 +180,8 @@ class Tracer:
         self._guard(key, what, fn, fn())
 
     def not_reusable(self, why: str) -> None:
+        if self.parent is not None:
+            self.parent.not_reusable(why)
         self.uncacheable.append(why)
 
     def note_constant(self, t: Tensor) -> None:

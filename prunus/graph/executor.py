@@ -88,11 +88,26 @@ class Executor:
         self.live = [(v.index, v.kind, v.tensor) for v in g.values if v.kind in (STATE, CONST, GRAD)]
 
     def run(self, args, kwargs):
+        """Run on Tensor arguments; the function's return structure, .grad assignments done."""
         g = self.graph
         env = [None] * len(g.values)
         for vi in g.inputs:
             pos = g.values[vi].position
             env[vi] = (args[pos] if isinstance(pos, int) else kwargs[pos]).data
+        return self._finish(self._execute(env), args, kwargs)
+
+    def run_arrays(self, arrays) -> list:
+        """Run on arrays given in input order; the flat list of output arrays (a branch or loop
+        body of a control-flow op)."""
+        g = self.graph
+        env = [None] * len(g.values)
+        for vi, a in zip(g.inputs, arrays):
+            env[vi] = a
+        env = self._execute(env)
+        return [env[vi] for vi in g.outputs]
+
+    def _execute(self, env):
+        g = self.graph
         for vi, kind, t in self.live:
             if kind == GRAD:
                 if t.grad is None:
@@ -133,6 +148,11 @@ class Executor:
             autograd._grad_enabled = prev_mode
             for w in wrappers:
                 w.data = None
+        return env
+
+    def _finish(self, env, args, kwargs):
+        g = self.graph
+        dev = self.device
         for target, vi in g.grad_outputs:
             p = (args[target[1]] if isinstance(target[1], int) else kwargs[target[1]]) if target[0] == "input" else target[1]
             p.grad = Tensor._make(env[vi], dev, False, None)
