@@ -132,7 +132,10 @@ class Executor:
                 op.needs_input_grad = n.needs_input_grad
                 autograd._grad_enabled = n.grad_enabled
                 attrs = {k: _resolve(a, env, ops) for k, a in n.attrs.items()} if n.has_refs else n.attrs
-                out = op.forward(*[env[i] for i in n.inputs], **attrs)
+                if n.inplace is None:
+                    out = op.forward(*[env[i] for i in n.inputs], **attrs)
+                else:  # memory planning found the input dead and unaliased (passes/memory.py)
+                    out = op.forward_into(env[n.inputs[n.inplace]], *[env[i] for i in n.inputs], **attrs)
                 if type(out) is not dev.array_type:
                     out = dev.xp.asarray(out)
                 env[n.output] = out

@@ -55,6 +55,7 @@ class Node:
     grad_enabled: bool = False  # grad mode while it ran (some forwards keep saved values by it)
     mutates: tuple = ()  # positions of inputs it writes in place
     has_refs: bool = False
+    inplace: int | None = None  # set by memory planning: write the result over this input
 
     @property
     def name(self) -> str:
