@@ -61,10 +61,20 @@ from prunus.tensor import Tensor
 # Last: these import the core above (the tensor module binds its methods on first import).
 from prunus import nn, serialization
 from prunus.serialization import get_rng_state, load, save, set_rng_state
-from prunus.graph import compile
+from prunus.graph import compile, load_program, save_program
 from prunus.graph.control_flow import cond, fori_loop, while_loop
 
 # PyTorch's spellings prunus.bool, prunus.float, prunus.int (they shadow builtins only here)
 bool = bool_
 float = float32
 int = int32
+
+
+def __getattr__(name):
+    # prunus.onnx on first use: importing it doesn't import the onnx package either, but keeps
+    # `import prunus` from loading the converters every time
+    if name == "onnx":
+        import importlib
+
+        return importlib.import_module("prunus.onnx")
+    raise AttributeError(f"module 'prunus' has no attribute {name!r}")

@@ -459,6 +459,8 @@ def _root_grads(tensors, grads, where):
                 )
             g = Tensor._make(t.device.xp.ones(t.shape, dtype=t.data.dtype), t.device, False, None)
             made.add(id(g))
+            if _tracer is not None:  # the seed of a captured backward is a foldable constant
+                _tracer.note_constant(g)
         else:
             if not isinstance(g, Tensor):
                 g = Tensor._make(t.device.xp.asarray(g, dtype=t.data.dtype), t.device, False, None)

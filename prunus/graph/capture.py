@@ -39,7 +39,7 @@ class Tracer:
         self.node_ops: list = []  # node index -> the Op object that ran while tracing
         self.keep: list = []  # everything whose id is a key above stays alive while tracing
         self.grad_start: dict = {}  # id(grad Tensor) -> the parameter it was .grad of
-        self.constants: set = set()  # ids of tensors made by ops._util.constant while tracing
+        self.constants: dict = {}  # id -> initial array of tensors made as constants while tracing
         self.delivered: dict = {}  # id(param) -> param, for leaves that got a gradient
         self.none_before: dict = {}  # id(param) -> param whose .grad was None when it got one
         self.cleared: set = set()  # ids of params whose .grad the function set to None
@@ -97,8 +97,8 @@ class Tracer:
             v = self.g.add_value(GRAD, t.shape, dt, tensor=p)
             self._guard(("grad not None", id(p)), f"the .grad of a parameter {t.shape} is set",
                         lambda p=p: p.grad is not None, True)
-        elif id(t) in self.constants:
-            v = self.g.add_value(CONST, t.shape, dt, tensor=t)
+        elif id(t) in self.constants:  # with its value when made: the function may update it
+            v = self.g.add_value(CONST, t.shape, dt, tensor=t, initial=self.constants[id(t)])
         else:  # parameters, buffers, optimizer state: live tensors, read on every run
             v = self.g.add_value(STATE, t.shape, dt, tensor=t, requires_grad=t.requires_grad)
         self._bind(t, v.index)
@@ -186,7 +186,7 @@ class Tracer:
 
     def note_constant(self, t: Tensor) -> None:
         """t was made from Python values while tracing (ops._util.constant): foldable."""
-        self.constants.add(id(t))
+        self.constants[id(t)] = t.data.copy()
         self.keep.append(t)
 
     def delivering_grad(self, p: Tensor) -> None:

@@ -133,7 +133,7 @@ class Cond(Op):
     """inputs: pred, then the branches' inputs (operands, then lifted tensors of the true branch,
     then of the false branch). attrs: the two branch graphs and how many inputs each takes."""
 
-    def forward(self, pred, *arrays, true_graph, false_graph, n_operands, n_true, fns):
+    def forward(self, pred, *arrays, true_graph, false_graph, n_operands, n_true):
         self.tg, self.fg, self.n_operands, self.n_true = true_graph, false_graph, n_operands, n_true
         self.pending = {}
         ops_ = list(arrays[:n_operands])
@@ -224,7 +224,7 @@ def cond(pred, true_fn, false_fn, *operands):
                 f"{b.dtype.name}{list(b.shape)}"
             )
     out = Cond.apply(pred, *operands, *tl, *fl, true_graph=tg, false_graph=fg,
-                     n_operands=len(operands), n_true=len(tl), fns=(true_fn, false_fn))
+                     n_operands=len(operands), n_true=len(tl))
     res = _results(out, _op_of(out), len(touts))
     return res[0] if tsingle else tuple(res)
 
@@ -248,7 +248,7 @@ class WhileLoop(Op):
     """inputs: the loop variables' initial values, then the tensors cond_fn lifts, then those
     body_fn lifts. With `save`, keeps every iteration's state for the backward."""
 
-    def forward(self, *arrays, cond_graph, body_graph, n_vars, n_cond, save, fns):
+    def forward(self, *arrays, cond_graph, body_graph, n_vars, n_cond, save):
         self.cg, self.bg, self.n_vars, self.n_cond = cond_graph, body_graph, n_vars, n_cond
         self.pending = {}
         vals = list(arrays[:n_vars])
@@ -341,7 +341,7 @@ def while_loop(cond_fn, body_fn, init_vals):
     _check_body(bouts, vals)
     save = autograd._grad_enabled and any(t.requires_grad for t in (*vals, *lb))
     out = WhileLoop.apply(*vals, *lc, *lb, cond_graph=cg, body_graph=bg, n_vars=len(vals),
-                          n_cond=len(lc), save=save, fns=(cond_fn, body_fn))
+                          n_cond=len(lc), save=save)
     return tuple(_results(out, _op_of(out), len(vals)))
 
 

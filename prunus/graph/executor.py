@@ -81,11 +81,19 @@ class Executor:
         for vi, ni in last_value.items():
             if vi not in keep and g.values[vi].kind in (NODE, SAVED):
                 self.drop_values[ni].append(vi)
+        for n in g.nodes:  # results nobody reads (an in-place op's, say) go at once
+            if n.output not in last_value and n.output not in keep:
+                self.drop_values[n.index].append(n.output)
         for k, ni in last_op.items():
             self.drop_ops[ni].append(k)
         self.keep_op = set(last_op)
         self.saved_by = saved_by
         self.live = [(v.index, v.kind, v.tensor) for v in g.values if v.kind in (STATE, CONST, GRAD)]
+        # a constant made inside the function and then updated in place starts fresh every run,
+        # as it does when the function runs eagerly
+        written = {n.inputs[k] for n in g.nodes for k in n.mutates}
+        self.fresh_consts = {vi: g.values[vi].initial for vi, kind, _ in self.live
+                             if kind == CONST and vi in written and g.values[vi].initial is not None}
 
     def run(self, args, kwargs):
         """Run on Tensor arguments; the function's return structure, .grad assignments done."""
@@ -113,6 +121,8 @@ class Executor:
                 if t.grad is None:
                     raise CaptureError("a gradient the compiled graph reads is None (guards should have caught this)")
                 env[vi] = t.grad.data
+            elif vi in self.fresh_consts:
+                env[vi] = self.fresh_consts[vi].copy()
             else:
                 env[vi] = t.data
         ops: dict = {}

@@ -29,6 +29,7 @@ class Value:
     requires_grad: bool = False
     name: str | None = None  # a readable name when one is known (a parameter's)
     position: Any = None  # INPUT: the argument's position (int) or keyword (str)
+    initial: Any = None  # CONST: its array as it was when the trace first read it
 
     def label(self) -> str:
         return f"%{self.index}"
@@ -90,6 +91,7 @@ class Graph:
         self.grad_outputs: list[tuple] = []  # (parameter Tensor, value index)
         self.cleared_grads: list = []  # parameters whose .grad ends None
         self.guards: list[tuple] = []  # (description, fn, expected)
+        self.device = None  # set by capture: the one device the graph runs on
 
     # -- building -----------------------------------------------------------------------------
 
@@ -126,6 +128,8 @@ class Graph:
         for v in self.values:
             if v.kind in (STATE, GRAD, CONST):
                 lines.append(f"  {self._value_text(v)} = {v.kind}")
+            elif v.kind == SAVED:
+                lines.append(f"  {self._value_text(v)} = saved @{v.node}.{v.attr}")
         for n in self.nodes:
             args = ", ".join(f"%{i}" for i in n.inputs)
             attrs = ", ".join(f"{k}={_fmt_attr(a)}" for k, a in n.attrs.items())

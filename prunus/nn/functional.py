@@ -202,22 +202,23 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     _check_reduction(reduction, "nll_loss")
     _class_target(input, target, "nll_loss")
     w = _class_weight(weight, input, "nll_loss")
-    xp = input.device.xp
+    # validated on the values now; computed below with ops, so a captured graph follows the target
     t = target.data
-    valid = t != ignore_index
-    safe = xp.where(valid, t, 0)
-    if ((safe < 0) | (safe >= input.shape[1])).any():
-        bad = int(safe[(safe < 0) | (safe >= input.shape[1])][0])
+    safe_np = t[t != ignore_index]
+    if ((safe_np < 0) | (safe_np >= input.shape[1])).any():
+        bad = int(safe_np[(safe_np < 0) | (safe_np >= input.shape[1])][0])
         from prunus.errors import IndexOutOfRangeError
 
         raise IndexOutOfRangeError(f"nll_loss: target {bad} is out of range for {input.shape[1]} classes")
-    rows_w = valid.astype(input.data.dtype) if w is None else w.data[safe] * valid
-    picked = input.gather(1, Tensor._make(safe.reshape(-1, 1), input.device, False, None)).reshape(-1)
-    losses = -picked * constant(rows_w, input)
+    valid = target != ignore_index
+    safe = where(valid, target, 0)
+    rows_w = valid.to(input.dtype) if w is None else index_select(w, 0, safe) * valid
+    picked = input.gather(1, safe.reshape(-1, 1)).reshape(-1)
+    losses = -picked * rows_w
     if reduction == "none":
         return losses
     total = losses.sum()
-    return total if reduction == "sum" else total / float(rows_w.sum())
+    return total if reduction == "sum" else total / rows_w.sum()
 
 
 def _pair(input, target, op):
@@ -271,19 +272,20 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, reduction="me
     w = _class_weight(weight, input, "multi_margin_loss")
     c = input.shape[1]
     xp = input.device.xp
-    t = target.data
+    t = target.data  # validated on the values now; computed below with ops (capture follows it)
     if t.size and (int(t.min()) < 0 or int(t.max()) >= c):
         from prunus.errors import IndexOutOfRangeError
 
         raise IndexOutOfRangeError(f"multi_margin_loss: a target is out of range for {c} classes")
-    own = Tensor._make(t.reshape(-1, 1) == xp.arange(c).reshape(1, -1), input.device, False, None)
-    picked = input.gather(1, Tensor._make(t.reshape(-1, 1), input.device, False, None))
+    col = target.reshape(-1, 1)
+    own = col == constant(xp.arange(c).reshape(1, -1), col)
+    picked = input.gather(1, col)
     h = relu(masked_fill(input - picked + margin, own, 0.0))
     if p == 2:
         h = h * h
     losses = h.sum(1) * (1.0 / c)
     if w is not None:
-        losses = losses * constant(w.data[t], input)
+        losses = losses * index_select(w, 0, target.reshape(-1))
     if unbatched:
         losses = losses.reshape(())
     return _reduce(losses, reduction, "multi_margin_loss")
