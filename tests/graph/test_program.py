@@ -40,7 +40,7 @@ from prunus.errors import (
     ShapeError,
 )
 from prunus.graph import Executor, Graph, Program, capture, load_program_bytes, save_program_bytes
-from prunus.graph.program import FORMAT, FORMAT_VERSION, op_registry
+from prunus.graph.program_format import FORMAT, FORMAT_VERSION, op_registry
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -440,7 +440,8 @@ def test_what_save_program_accepts():
 
 
 def test_every_attr_form_round_trips_exactly():
-    from prunus.graph.program import _Checker, _Writer
+    from prunus.graph.program_read import _Checker
+    from prunus.graph.program_write import _Writer
     from prunus.ops.conv import Geom
 
     geo = Geom(2, 3, 8, 8, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 8, 8, 10, 10, True)
