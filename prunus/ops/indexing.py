@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from prunus import dtypes
+from prunus import autograd, dtypes
 from prunus.autograd import Op
-from prunus.errors import DTypeError, IndexOutOfRangeError, ShapeError, fmt_shape
+from prunus.errors import CaptureError, DTypeError, IndexOutOfRangeError, ShapeError, fmt_shape
 from prunus.ops._util import describe, norm_dim
 from prunus.tensor import Tensor
 
@@ -67,6 +67,15 @@ def normalize_index(x: Tensor, index, op: str = "getitem"):
                 consumed += 1
                 continue
             arr = _index_array(item, dev, op)
+            if isinstance(item, Tensor) and autograd._tracer is not None:
+                # a captured graph reads this index tensor again on every run, not its values now
+                if arr is not item.data:
+                    raise CaptureError(
+                        f"{op}: an index tensor of dtype {item.dtype.name} inside a compiled "
+                        "function; use an int64 or bool tensor (it is converted here, and the "
+                        "conversion would be frozen)"
+                    )
+                autograd._tracer.value_of(item)
             items.append(arr)
             consumed += arr.ndim if arr.dtype.kind == "b" else 1
         else:

@@ -224,3 +224,21 @@ def test_no_nested_capture():
     inner = prunus.compile(lambda x: x + 1)
     with pytest.raises(CaptureError, match="nest"):
         prunus.compile(lambda x: inner(x) * 2)(prunus.ones(2))
+
+
+def test_index_tensors_and_loss_targets_are_read_on_every_run():
+    idx = prunus.tensor(np.array([0, 2]))
+    c = prunus.compile(lambda x: x[idx] * 2)
+    x = prunus.arange(5.0)
+    assert c(x).tolist() == [0.0, 4.0]
+    idx.copy_(prunus.tensor(np.array([4, 1])))
+    assert c(x).tolist() == [8.0, 2.0] and c.traces == 1
+    z = prunus.randn(4, 5)
+    for loss in (F.nll_loss, F.multi_margin_loss, F.cross_entropy):
+        c = prunus.compile(lambda z, t, loss=loss: loss(z, t))
+        for t in ([0, 1, 2, 3], [4, 4, 4, 4], [1, 0, 1, 0]):
+            t = prunus.tensor(np.array(t))
+            assert float(c(z, t)) == float(loss(z, t))
+        assert c.traces == 1
+    with pytest.raises(CaptureError, match="int64 or bool"):
+        prunus.compile(lambda x: x[prunus.tensor(np.array([0, 1], dtype=np.int32))])(x)
