@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(
         prog="prunus",
-        description="prunus: train and evaluate neural networks from the command line.",
+        description="prunus: train, evaluate and export neural networks from the command line.",
         epilog="Run 'prunus <command> --help' for a command's options. Datasets are read from "
                "$PRUNUS_DATA (or ~/.cache/prunus); see README.md.",
     )
@@ -120,6 +120,23 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data-root", help="folder with the dataset files (default: $PRUNUS_DATA)")
     e.add_argument("--download", action="store_true", help="download missing dataset files")
     e.set_defaults(func=cmd_eval)
+
+    x = sub.add_parser("export", help="export a checkpoint's model to ONNX or a prunus program",
+                       description="Capture the model of a checkpoint written by 'prunus train' "
+                                   "(eval mode) and write it as an ONNX model or as a prunus "
+                                   "program (a file prunus.load_program runs without the model's "
+                                   "code). The format follows the file extension unless --format "
+                                   "says otherwise.",
+                       epilog="example: prunus export --checkpoint ckpt/lenet5/checkpoint-step00014070.safetensors -o lenet5.onnx")
+    x.add_argument("--checkpoint", required=True, help="checkpoint file written by 'prunus train'")
+    x.add_argument("-o", "--output", required=True, help="file to write (.onnx or .prunus)")
+    x.add_argument("--format", choices=("onnx", "program"), help="default: from the extension")
+    x.add_argument("--batch-size", type=_positive_int, default=1,
+                   help="batch size of the example input (default: 1)")
+    x.add_argument("--dynamic-batch", action="store_true",
+                   help="ONNX: leave the batch dimension symbolic")
+    x.add_argument("--opset", type=_positive_int, default=17, help="ONNX opset (default: 17)")
+    x.set_defaults(func=cmd_export)
     return parser
 
 
@@ -202,25 +219,61 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from prunus import serialization
     from prunus.data import DataLoader
-    from prunus.models import get_model
     from prunus.train import Trainer
 
-    ckpt = serialization.load(args.checkpoint, map_location=args.device)
-    meta = ckpt.get("meta") if isinstance(ckpt, dict) else None
-    if not isinstance(meta, dict) or "model" not in meta or "model" not in ckpt:
-        raise ArgumentError(f"{args.checkpoint}: not a checkpoint written by 'prunus train' "
-                            "(it has no model name in its metadata)")
+    model, meta = _checkpoint_model(args.checkpoint, args.device)
     dataset = args.dataset or meta.get("dataset", "mnist")
     test_set = _dataset(dataset, False, args)
-    model = get_model(meta["model"], num_classes=int(meta.get("num_classes", 10))).to(args.device)
-    model.load_state_dict(ckpt["model"])
     trainer = Trainer(model, None, device=args.device, topk=(1, 5))
     m = trainer.evaluate(DataLoader(test_set, batch_size=args.batch_size))
     print(f"{meta['model']} on {dataset} test ({len(test_set)} images): loss {m['loss']:.4f}  "
           f"top-1 accuracy {100 * m['acc']:.2f}% (error {100 * (1 - m['acc']):.2f}%)  "
           f"top-5 accuracy {100 * m['acc@5']:.2f}%")
+    return 0
+
+
+def _checkpoint_model(path, device="cpu"):
+    """The model of a 'prunus train' checkpoint with its weights, and the checkpoint's metadata."""
+    from prunus import serialization
+    from prunus.models import get_model
+
+    ckpt = serialization.load(path, map_location=device)
+    meta = ckpt.get("meta") if isinstance(ckpt, dict) else None
+    if not isinstance(meta, dict) or "model" not in meta or "model" not in ckpt:
+        raise ArgumentError(f"{path}: not a checkpoint written by 'prunus train' "
+                            "(it has no model name in its metadata)")
+    model = get_model(meta["model"], num_classes=int(meta.get("num_classes", 10))).to(device)
+    model.load_state_dict(ckpt["model"])
+    return model, meta
+
+
+def cmd_export(args) -> int:
+    import prunus
+
+    fmt = args.format or ("onnx" if args.output.endswith(".onnx") else
+                          "program" if args.output.endswith(".prunus") else None)
+    if fmt is None:
+        raise ArgumentError(f"export: can't tell the format of {args.output!r} from its "
+                            "extension; name it .onnx or .prunus, or pass --format")
+    model, meta = _checkpoint_model(args.checkpoint)
+    model.eval()
+    # MNIST-style datasets are 1x28x28; the small VGG/ResNet take 3x32x32 images
+    shape = (1, 28, 28) if meta.get("dataset", "mnist") in ("mnist", "fashion_mnist", "fashion-mnist") \
+        else (3, 32, 32)
+    x = prunus.zeros((args.batch_size, *shape))
+    if fmt == "onnx":
+        import prunus.onnx
+
+        dyn = {"x": {0: "batch"}} if args.dynamic_batch else None
+        prunus.onnx.export(model, (x,), args.output, opset=args.opset, dynamic_axes=dyn,
+                           input_names=["x"])
+    else:
+        compiled = prunus.compile(model)
+        with prunus.no_grad():
+            compiled(x)
+        prunus.save_program(compiled, args.output, module=model)
+    print(f"{meta['model']}: wrote {args.output} ({fmt}, input {list(x.shape)})")
     return 0
 
 

@@ -8,8 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+import prunus
 from prunus import cli
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,8 +31,10 @@ def _run(*args, env=None):
 
 
 def test_help_texts(capsys):
-    for argv, words in [([], ["train", "eval"]), (["train"], ["--model", "--limit-steps", "--resume", "lenet5"]),
-                        (["eval"], ["--checkpoint", "--dataset"])]:
+    for argv, words in [([], ["train", "eval", "export"]),
+                        (["train"], ["--model", "--limit-steps", "--resume", "lenet5"]),
+                        (["eval"], ["--checkpoint", "--dataset"]),
+                        (["export"], ["--checkpoint", "--output", "--dynamic-batch", ".prunus"])]:
         with pytest.raises(SystemExit) as e:
             cli.main([*argv, "--help"])
         assert e.value.code == 0
@@ -104,3 +108,32 @@ def test_train_then_resume_then_eval(tmp_path):
     assert line.startswith("lenet_300_100 on mnist test (10000 images)")
     acc = float(line.split("top-1 accuracy ")[1].split("%")[0])
     assert acc > 50  # 60 steps of SGD are far above chance (10%)
+
+
+def test_export_onnx_and_program(tmp_path):
+    env = {"PRUNUS_DATA": str(_data_dir())}
+    ckpt = tmp_path / "ckpt"
+    out = _run("train", "--model", "lenet5", "--epochs", "1", "--batch-size", "32", "--limit-steps",
+               "3", "--checkpoint-dir", str(ckpt), "--no-val", env=env)
+    assert out.returncode == 0, out.stderr
+    last = max(ckpt.iterdir())
+    onnx_path, prog_path = tmp_path / "m.onnx", tmp_path / "m.prunus"
+    out = _run("export", "--checkpoint", str(last), "-o", str(onnx_path), "--dynamic-batch")
+    assert out.returncode == 0, out.stderr
+    assert "lenet5: wrote" in out.stdout
+    out = _run("export", "--checkpoint", str(last), "-o", str(prog_path), "--batch-size", "4")
+    assert out.returncode == 0, out.stderr
+    out = _run("export", "--checkpoint", str(last), "-o", str(tmp_path / "m.bin"))
+    assert out.returncode == 1 and "extension" in out.stderr and "Traceback" not in out.stderr
+
+    model, _ = cli._checkpoint_model(str(last))
+    model.eval()
+    x = prunus.randn(4, 1, 28, 28)
+    with prunus.no_grad():
+        want = model(x).numpy()
+    got = prunus.load_program(str(prog_path))(x).numpy()
+    np.testing.assert_array_equal(got, want)
+    ort = pytest.importorskip("onnxruntime")
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (y,) = sess.run(None, {"x": x.numpy()})
+    np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-5)
