@@ -9,7 +9,6 @@ shape-dependent attribute is compared across the captures (see converters/_conte
 from __future__ import annotations
 
 import inspect
-import math
 import os
 from contextlib import contextmanager
 
@@ -20,10 +19,8 @@ from prunus._fileio import atomic_write
 from prunus.errors import ArgumentError, MissingDependencyError, PrunusError, fmt_shape
 from prunus.graph.capture import capture
 from prunus.graph.ir import NODE
-from prunus.onnx.converters import REGISTRY, RESERVED, supported_ops
-from prunus.onnx.converters._context import Context
+from prunus.onnx.converters._context import Context, signatures
 from prunus.onnx.converters._fold import fold_constants
-from prunus.ops.conv import Geom
 from prunus.tensor import Tensor
 
 INSTALL_HINT = 'pip install "prunus[onnx]"'
@@ -50,7 +47,8 @@ def export(model, example_inputs, f, opset: int = 17, dynamic_axes=None, input_n
     The model runs once on `example_inputs` (a Tensor or a tuple of arguments; NumPy arrays are
     taken as tensors) in eval mode under no_grad, while prunus.graph.capture records it; modules'
     train/eval modes are restored afterwards. Parameters, buffers and constants become
-    initializers, tensor arguments graph inputs, returned tensors graph outputs.
+    initializers, tensor arguments graph inputs, returned tensors graph outputs; prunus.cond
+    becomes an ONNX If and prunus.while_loop a Loop (converters/control_flow.py).
 
     input_names / output_names: names for the graph's inputs and outputs (default: the forward's
     parameter names, and "output" or "output_0", "output_1", ...). dynamic_axes: as in
@@ -335,43 +333,6 @@ def _same_structure(a, b, what) -> None:
         )
 
 
-def _same_attr(a, b) -> bool:
-    if isinstance(a, Geom) and isinstance(b, Geom):  # the batch size and the layout it picks
-        return a._replace(n=0, batched=False) == b._replace(n=0, batched=False)
-    if hasattr(a, "shape") and hasattr(a, "dtype"):  # arrays and NumPy scalars (NaN equals NaN)
-        if not (hasattr(b, "shape") and tuple(a.shape) == tuple(b.shape)):
-            return False
-        x, y = np.asarray(a), np.asarray(b)
-        return bool(np.array_equal(x, y, equal_nan=x.dtype.kind in "fc" and y.dtype.kind in "fc"))
-    if type(a) in (tuple, list):
-        return type(a) is type(b) and len(a) == len(b) and all(map(_same_attr, a, b))
-    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
-        return True
-    try:
-        return bool(a == b)
-    except Exception:  # noqa: BLE001  (an object whose == doesn't give a bool: not the same)
-        return a is b
-
-
-def _check_attrs(ctx, node, varying, symbols) -> None:
-    for name, a in node.attrs.items():
-        if name in varying:
-            continue
-        for sym, g in zip(symbols, ctx.variants):
-            b = g.nodes[node.index].attrs[name]
-            if not _same_attr(a, b):
-                raise ctx.fail(
-                    f"its attribute {name}={_short(a)} becomes {_short(b)} when dynamic axis "
-                    f"{sym!r} grows: Python computed it from that size while tracing, so ONNX "
-                    "would keep the traced value; export that axis static"
-                )
-
-
-def _short(v) -> str:
-    r = repr(v)
-    return r if len(r) <= 80 else r[:77] + "..."
-
-
 # -- building the model ---------------------------------------------------------------------------
 
 
@@ -386,24 +347,14 @@ def _to_numpy_for(graph):
     return to_numpy
 
 
-def _unsupported(ctx, node) -> ArgumentError:
-    if node.name in RESERVED:
-        why = (f"control flow ({node.name} -> ONNX {RESERVED[node.name]}) does not export yet")
-    else:
-        why = "it has no ONNX converter"
-    return ctx.fail(f"{why}. Ops that export: {', '.join(supported_ops())}")
-
-
 def _build(onnx, graph, variants, opset, in_names, out_names, dyn_in, dyn_out, state_names,
            title):
     helper = onnx.helper
     symbols = _symbols(dyn_in)
-    sigs = {v.index: tuple(tuple([v.shape[d]] + [g.values[v.index].shape[d] for g in variants])
-                           for d in range(len(v.shape)))
-            for v in graph.values}
+    sigs = signatures(graph, variants)
     to_numpy = _to_numpy_for(graph)
     folded = fold_constants(graph, variants, sigs, to_numpy, state_names)
-    ctx = Context(onnx, graph, opset, sigs, variants, state_names, to_numpy, folded)
+    ctx = Context(onnx, graph, opset, sigs, variants, state_names, to_numpy, folded, symbols)
     for vi, name in zip(graph.inputs, in_names):
         ctx.bind(vi, name)
     pending = []  # outputs that need an Identity: inputs, state, repeats
@@ -414,36 +365,14 @@ def _build(onnx, graph, variants, opset, in_names, out_names, dyn_in, dyn_out, s
             ctx.bind(vi, name)
         else:
             pending.append((vi, name))
-    for node in graph.nodes:
-        if node.output in folded:
-            continue
-        ctx.node = node
-        if node.mutates:
-            written = ", ".join(f"%{node.inputs[i]}" for i in node.mutates)
-            raise ctx.fail(
-                f"it updates {written} in place, and an ONNX graph can't: export an inference "
-                "function (eval mode, no optimizer steps or running-statistics updates)"
-            )
-        conv = REGISTRY.get(node.op)
-        if conv is None:
-            raise _unsupported(ctx, node)
-        if opset < conv.min_opset:
-            raise ctx.fail(f"it needs opset >= {conv.min_opset}, exporting opset {opset}")
-        _check_attrs(ctx, node, conv.varying, symbols)
-        conv.fn(ctx, node)
-    ctx.node = None
+    ctx.convert_nodes()
     for vi, name in pending:
         ctx.emit("Identity", [ctx.name(vi)], name)
 
-    def info(vi, name, axes_names):
-        v = graph.values[vi]
-        dims = [axes_names.get(d) if len(set(sigs[vi][d])) > 1 else v.shape[d]
-                for d in range(len(v.shape))]
-        return helper.make_tensor_value_info(name, ctx.onnx_type(ctx.np_dtype(vi)), dims)
-
-    inputs = [info(vi, name, dyn_in.get(k, {}))
+    inputs = [ctx.value_info(vi, name, dyn_in.get(k, {}))
               for k, (vi, name) in enumerate(zip(graph.inputs, in_names))]
-    outputs = [info(vi, name, _output_dim_names(graph, sigs, vi, name, dyn_out.get(k, {}), dyn_in))
+    outputs = [ctx.value_info(vi, name,
+                              _output_dim_names(graph, sigs, vi, name, dyn_out.get(k, {}), dyn_in))
                for k, (vi, name) in enumerate(zip(graph.outputs, out_names))]
     g = helper.make_graph(ctx.nodes, title, inputs, outputs, initializer=ctx.initializers)
     opsets = [helper.make_opsetid("", opset)]

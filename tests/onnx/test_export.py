@@ -230,19 +230,6 @@ def test_an_op_without_a_converter_is_named_with_the_supported_list():
     assert "Dropout" in msg and "no ONNX converter" in msg and "Conv2d" in msg and "float32 (2, 3)" in msg
 
 
-def test_control_flow_ops_are_reserved_for_if_and_loop():
-    def branch(x):
-        return prunus.cond(x.sum() > 0, lambda a: a * 2, lambda a: a - 1, x)
-
-    def loop(x):
-        return prunus.while_loop(lambda i, a: i < 3, lambda i, a: (i + 1, a * 2), (prunus.tensor(0), x))[1]
-
-    with pytest.raises(ArgumentError, match=r"Cond -> ONNX If\) does not export yet"):
-        prunus.onnx.export(branch, prunus.randn(2), io.BytesIO())
-    with pytest.raises(ArgumentError, match=r"WhileLoop -> ONNX Loop\) does not export yet"):
-        prunus.onnx.export(loop, prunus.randn(2), io.BytesIO())
-
-
 def test_an_in_place_update_is_refused():
     def fn(x):
         y = x * 1

@@ -1,8 +1,10 @@
-"""The ONNX converters, one module per family of prunus/ops/ and one `convert_<Op>` per op class;
-importing this package fills the registry (`REGISTRY`: op class -> Converter)."""
+"""The ONNX converters, one module per family of prunus/ops/ (and control_flow.py for the ops of
+prunus/graph/control_flow.py) and one `convert_<Op>` per op class; importing this package fills
+the registry (`REGISTRY`: op class -> Converter)."""
 
 from prunus.onnx.converters import (  # imported to register their converters
     activation,
+    control_flow,
     conv,
     convert,
     elementwise,
@@ -13,9 +15,6 @@ from prunus.onnx.converters import (  # imported to register their converters
     reduce,
 )
 from prunus.onnx.converters._registry import REGISTRY, RESERVED, Converter, converts
-
-# Control flow (prunus.cond -> ONNX If, prunus.while_loop -> ONNX Loop) is reserved: see RESERVED
-# in _registry.py and add its family module (control) to the import above when the ops land.
 
 
 def supported_ops() -> list:

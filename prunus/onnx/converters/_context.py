@@ -1,6 +1,7 @@
 """The export context every converter gets: ONNX names for the graph's values (state and constants
-become initializers on first use), node and constant emission, opset-dependent helpers, and what
-is known about dynamic axes. The export driver is prunus/onnx/export.py.
+become initializers on first use), node and constant emission, opset-dependent helpers, what is
+known about dynamic axes, and the node-by-node conversion of a graph (`convert_nodes`), also of the
+subgraphs of control flow (`child`). The export driver is prunus/onnx/export.py.
 
 Dynamic axes are known by their sizes: export captures the function once with the example inputs
 and once more per dynamic axis with that axis one larger, so every dimension of every value has a
@@ -10,11 +11,16 @@ constant; two dimensions with equal signatures are taken to be the same size at 
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import numpy as np
 
 from prunus import dtypes
 from prunus.errors import ArgumentError, fmt_shape
 from prunus.graph.ir import CONST, GRAD, NODE, SAVED, STATE
+from prunus.onnx.converters._registry import REFUSED, REGISTRY, RESERVED
+from prunus.ops.conv import Geom
 
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
@@ -24,11 +30,12 @@ class Context:
     """One export's state: the graph being converted, the ONNX nodes and initializers so far."""
 
     def __init__(self, onnx, graph, opset: int, sigs: dict, variants: list, state_names: dict,
-                 to_numpy, folded=None):
+                 to_numpy, folded=None, symbols=()):
         self.onnx, self.helper = onnx, onnx.helper
         self.graph, self.opset = graph, opset
         self.sigs = sigs  # value index -> tuple (one per dim) of sizes across the captures
         self.variants = variants  # the other captures' graphs, value for value like `graph`
+        self.symbols = tuple(symbols)  # the dynamic axis each variant grew, variant for variant
         self.state_names = state_names  # id(Tensor) -> a readable name ("fc1.weight")
         self.to_numpy = to_numpy
         self.folded = folded or {}  # value index -> (Tensor, name hint): see _fold.py
@@ -38,7 +45,25 @@ class Context:
         self._names: dict = {}  # value index -> ONNX name
         self._taken: set = set()
         self._small: dict = {}  # (dtype, shape, bytes) -> name: small constants are shared
-        self._node_count = 0
+        self._serial = itertools.count(1)  # ONNX node names
+        self.scope = ""  # where a subgraph sits (" in the true branch of op Cond ..."), for messages
+        self.memo: dict = {}  # converters' own notes about this graph (see control_flow.py)
+
+    def child(self, graph, variants, nodes=None, where: str = "") -> Context:
+        """A context for a subgraph of this one (a branch or loop body, `graph`, with its captures
+        at the other sizes `variants`): its own value names, and this context's name space (ONNX
+        names are unique across a model and its subgraphs) and initializers (a subgraph reads
+        the outer scope by name). `nodes`: emit into that list instead of a new one (to inline
+        the subgraph here). Set `folded` if any, bind the subgraph's inputs, then
+        `convert_nodes()`."""
+        c = Context(self.onnx, graph, self.opset, signatures(graph, variants), variants,
+                    self.state_names, self.to_numpy, None, self.symbols)
+        c._taken, c._small, c._serial = self._taken, self._small, self._serial
+        c.initializers = self.initializers
+        if nodes is not None:
+            c.nodes = nodes
+        c.scope = (f" in {where}" if where else "") + self.scope
+        return c
 
     # -- names ------------------------------------------------------------------------------
 
@@ -64,6 +89,12 @@ class Context:
         """Value `vi` gets the ONNX name `name` (graph inputs and outputs)."""
         self._names[vi] = name
         self._taken.add(name)
+
+    def outer_constants(self) -> dict:
+        """value index -> name of the values named so far that are initializers (state,
+        constants, folded values), which any subgraph of the model may read."""
+        return {vi: n for vi, n in self._names.items()
+                if vi in self.folded or self.graph.values[vi].kind in (STATE, CONST)}
 
     def name(self, vi: int) -> str:
         n = self._names.get(vi)
@@ -106,9 +137,8 @@ class Context:
         else:
             outs = [out] if isinstance(out, str) else list(out)
         attrs = {k: v for k, v in attrs.items() if v is not None}
-        self._node_count += 1
         self.nodes.append(self.helper.make_node(op_type, list(inputs), outs,
-                                                name=f"{op_type}_{self._node_count}", **attrs))
+                                                name=f"{op_type}_{next(self._serial)}", **attrs))
         return outs[0] if len(outs) == 1 else outs
 
     def const(self, array, hint: str = "const", share: bool = True) -> str:
@@ -149,6 +179,63 @@ class Context:
 
     def unsqueeze(self, x: str, axes, out=None) -> str:
         return self.emit("Unsqueeze", [x, self.ints(list(axes))], out)
+
+    # -- converting a graph -----------------------------------------------------------------
+
+    def convert_nodes(self) -> None:
+        """Convert every node of the graph (those not folded to constants), in order, with its
+        converter from the registry; inputs must be bound already."""
+        for node in self.graph.nodes:
+            if node.output in self.folded:
+                continue
+            self.node = node
+            if node.mutates:
+                written = ", ".join(f"%{node.inputs[i]}" for i in node.mutates)
+                raise self.fail(
+                    f"it updates {written} in place, and an ONNX graph can't: export an inference "
+                    "function (eval mode, no optimizer steps or running-statistics updates)"
+                )
+            conv = REGISTRY.get(node.op)
+            if conv is None:
+                raise self._unsupported(node)
+            if self.opset < conv.min_opset:
+                raise self.fail(f"it needs opset >= {conv.min_opset}, exporting opset {self.opset}")
+            self.check_attrs(node, conv.varying)
+            conv.fn(self, node)
+        self.node = None
+
+    def _unsupported(self, node) -> ArgumentError:
+        if node.name in RESERVED:
+            why = f"it is reserved for ONNX {RESERVED[node.name]} and does not export yet"
+        elif node.name in REFUSED:
+            why = REFUSED[node.name]
+        else:
+            why = "it has no ONNX converter"
+        ops = ", ".join(sorted({cls.__name__ for cls in REGISTRY}))
+        return self.fail(f"{why}. Ops that export: {ops}")
+
+    def check_attrs(self, node, varying) -> None:
+        """Every attribute not in `varying` must be the same in every capture."""
+        for name, a in node.attrs.items():
+            if name in varying:
+                continue
+            for sym, g in zip(self.symbols, self.variants):
+                b = g.nodes[node.index].attrs[name]
+                if not _same_attr(a, b):
+                    raise self.fail(
+                        f"its attribute {name}={_short(a)} becomes {_short(b)} when dynamic axis "
+                        f"{sym!r} grows: Python computed it from that size while tracing, so ONNX "
+                        "would keep the traced value; export that axis static"
+                    )
+
+    def value_info(self, vi: int, name: str, dim_names=None):
+        """A ValueInfoProto for value `vi` named `name`: static dims as sizes, dynamic ones by
+        `dim_names` (dim -> symbol), else unnamed."""
+        v = self.graph.values[vi]
+        dim_names = dim_names or {}
+        dims = [dim_names.get(d) if self.is_dynamic(vi, d) else v.shape[d]
+                for d in range(len(v.shape))]
+        return self.helper.make_tensor_value_info(name, self.onnx_type(self.np_dtype(vi)), dims)
 
     # -- dtypes -----------------------------------------------------------------------------
 
@@ -241,7 +328,7 @@ class Context:
 
     def fail(self, msg: str) -> ArgumentError:
         where = self.describe(self.node) if self.node is not None else "the graph"
-        return ArgumentError(f"ONNX export of {where}: {msg}")
+        return ArgumentError(f"ONNX export of {where}{self.scope}: {msg}")
 
     def _check_constant(self, v) -> None:
         """A constant made while tracing (or a tensor made there and read as state) must be the
@@ -254,6 +341,36 @@ class Context:
                 "changes with the size of a dynamic axis; make it from the input (e.g. "
                 "zeros_like) or export that axis static"
             )
+
+
+def signatures(graph, variants) -> dict:
+    """value index -> each dim's sizes across the captures (the example inputs' first)."""
+    return {v.index: tuple(tuple([v.shape[d]] + [g.values[v.index].shape[d] for g in variants])
+                           for d in range(len(v.shape)))
+            for v in graph.values}
+
+
+def _same_attr(a, b) -> bool:
+    if isinstance(a, Geom) and isinstance(b, Geom):  # the batch size and the layout it picks
+        return a._replace(n=0, batched=False) == b._replace(n=0, batched=False)
+    if hasattr(a, "shape") and hasattr(a, "dtype"):  # arrays and NumPy scalars (NaN equals NaN)
+        if not (hasattr(b, "shape") and tuple(a.shape) == tuple(b.shape)):
+            return False
+        x, y = np.asarray(a), np.asarray(b)
+        return bool(np.array_equal(x, y, equal_nan=x.dtype.kind in "fc" and y.dtype.kind in "fc"))
+    if type(a) in (tuple, list):
+        return type(a) is type(b) and len(a) == len(b) and all(map(_same_attr, a, b))
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001  (an object whose == doesn't give a bool: not the same)
+        return a is b
+
+
+def _short(v) -> str:
+    r = repr(v)
+    return r if len(r) <= 80 else r[:77] + "..."
 
 
 def same_in_captures(v, variants, to_numpy) -> bool:

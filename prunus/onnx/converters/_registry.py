@@ -21,12 +21,16 @@ class Converter(NamedTuple):
 
 REGISTRY: dict = {}  # op class -> Converter
 
-# -- control flow: reserved ---------------------------------------------------------------------
-# prunus.cond / prunus.while_loop are becoming graph ops. Their converters belong here, in a
-# family module converters/control.py mirroring the op module: convert_Cond -> ONNX If (both
-# branches converted into subgraphs with this same registry) and convert_WhileLoop -> ONNX Loop.
-# Until they exist, a node of those ops fails like any op without a converter, with this note.
-RESERVED = {"Cond": "If", "WhileLoop": "Loop"}
+# Ops reserved for a converter still to come (op name -> the ONNX op it will become): a node of
+# one fails like any op without a converter, with this note. Control flow (Cond -> If, WhileLoop
+# -> Loop) has landed in converters/control_flow.py; none are reserved now.
+RESERVED: dict = {}
+
+# Ops that will not export, with why (an inference graph never holds them).
+REFUSED = {
+    "WhileLoopGrad": "it is the backward of a prunus.while_loop (a training graph); export runs "
+                     "the model in eval mode under no_grad, so export a forward computation",
+}
 
 
 def converts(*op_classes, varying: tuple = (), min_opset: int = 13):
