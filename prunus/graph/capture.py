@@ -44,6 +44,7 @@ class Tracer:
         self.none_before: dict = {}  # id(param) -> param whose .grad was None when it got one
         self.cleared: set = set()  # ids of params whose .grad the function set to None
         self.guard_keys: set = set()
+        self.names: dict | None = None  # id(parameter or buffer) -> its name in the module
         self.uncacheable: list[str] = []
         self.devices: set = set()
 
@@ -100,7 +101,9 @@ class Tracer:
         elif id(t) in self.constants:  # with its value when made: the function may update it
             v = self.g.add_value(CONST, t.shape, dt, tensor=t, initial=self.constants[id(t)])
         else:  # parameters, buffers, optimizer state: live tensors, read on every run
-            v = self.g.add_value(STATE, t.shape, dt, tensor=t, requires_grad=t.requires_grad)
+            name = None if self.names is None else self.names.get(id(t))
+            v = self.g.add_value(STATE, t.shape, dt, tensor=t, requires_grad=t.requires_grad,
+                                 name=name)
         self._bind(t, v.index)
         self.devices.add(t.device)
         return v.index
@@ -183,6 +186,25 @@ class Tracer:
         if self.parent is not None:
             self.parent.not_reusable(why)
         self.uncacheable.append(why)
+
+    def name_tensors(self, module) -> None:
+        """Name the parameters and buffers of the first module called (the outermost one) for
+        print() and to_dot(): "fc1.weight"."""
+        if self.names is None:
+            self.names = {}
+            for k, t in (*module.named_parameters(), *module.named_buffers()):
+                self.names.setdefault(id(t), k)
+                self.keep.append(t)
+
+    def name_state(self, state: dict) -> None:
+        """Name an optimizer's state tensors after their parameters ("momentum_buffer of
+        fc1.weight") in values made already."""
+        names = self.names or {}
+        for p, st in state.items():
+            for k, t in st.items():
+                vi = self.val.get(id(t)) if isinstance(t, Tensor) else None
+                if vi is not None and self.g.values[vi].name is None:
+                    self.g.values[vi].name = f"{k} of {names.get(id(p), 'a parameter')}"
 
     def note_constant(self, t: Tensor) -> None:
         """t was made from Python values while tracing (ops._util.constant): foldable."""

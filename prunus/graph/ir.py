@@ -139,8 +139,11 @@ class Graph:
                 f"  {out.label()}: {out.dtype}{list(out.shape)} = {n.name}({args}"
                 + (f"; {attrs}" if attrs else "") + f"){mut}"
             )
-        for p, vi in self.grad_outputs:
-            lines.append(f"  .grad of {getattr(p, '_graph_name', None) or 'parameter'} <- %{vi}")
+        names = {id(v.tensor): f"{v.name} (%{v.index})" if v.name else f"%{v.index}"
+                 for v in self.values if v.kind == STATE}
+        for target, vi in self.grad_outputs:
+            who = f"input {target[1]}" if target[0] == "input" else names.get(id(target[1]), "a tensor")
+            lines.append(f"  .grad of {who} <- %{vi}")
         lines.append("  return " + ", ".join(f"%{i}" for i in self.outputs))
         text = "\n".join(lines)
         print(text, file=file)
@@ -171,3 +174,29 @@ class Graph:
             lines.append(f"  {'n' + str(src.node) if src.kind == NODE else 'v' + str(i)} -> out{k};")
         lines.append("}")
         return "\n".join(lines)
+
+    def render(self, path: str, title: str = "prunus graph") -> str:
+        """Draw the graph to `path` (.png, .svg or .pdf) with Graphviz's `dot` program, written
+        atomically; needs Graphviz installed (apt install graphviz, brew install graphviz)."""
+        import os
+        import shutil
+        import subprocess
+
+        from prunus._fileio import atomic_write
+        from prunus.errors import ArgumentError, MissingDependencyError
+
+        fmt = os.path.splitext(path)[1].lstrip(".").lower()
+        if fmt not in ("png", "svg", "pdf"):
+            raise ArgumentError(f"Graph.render: {path!r}: name the file .png, .svg or .pdf")
+        dot = shutil.which("dot")
+        if dot is None:
+            raise MissingDependencyError(
+                "Graph.render needs Graphviz's dot program (apt install graphviz); "
+                "Graph.to_dot() gives the source without it"
+            )
+        out = subprocess.run([dot, f"-T{fmt}"], input=self.to_dot(title).encode(),
+                             capture_output=True, check=False, timeout=120)
+        if out.returncode != 0:
+            raise ArgumentError(f"Graph.render: dot failed: {out.stderr.decode(errors='replace').strip()}")
+        atomic_write(path, out.stdout)
+        return path

@@ -85,6 +85,7 @@ class Module:
         if _autograd._tracer is not None:  # a captured graph holds for this train/eval mode only
             _autograd._tracer.guard(("training", id(self)), f"{type(self).__name__}.training",
                                     lambda m=self: m.training)
+            _autograd._tracer.name_tensors(self)
         if not d["_forward_pre_hooks"] and not d["_forward_hooks"]:
             return self.forward(*args, **kwargs)
         for hook in list(d["_forward_pre_hooks"].values()):

@@ -150,6 +150,8 @@ class Optimizer:
         with no_grad():
             for group in self.param_groups:
                 self._update(group)
+        if tracer is not None:
+            tracer.name_state(self.state)
         if tracer is not None and self._python_state() != before:
             tracer.not_reusable(f"{self._name}.step changed its Python-side state (its first step "
                                 "creates buffers; a step counter counts)")

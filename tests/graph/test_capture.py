@@ -245,3 +245,19 @@ def test_index_tensors_and_loss_targets_are_read_on_every_run():
     assert c(x).tolist() == [0.0, 1.0]
     i32.copy_(prunus.tensor(np.array([3, 3], dtype=np.int32)))
     assert c(x).tolist() == [3.0, 3.0]
+
+
+def test_render_draws_png_and_svg_with_graphviz(tmp_path):
+    import shutil
+
+    _, _, f, _ = _train(models.lenet_300_100, True, steps=2)
+    if shutil.which("dot") is None:
+        with pytest.raises(prunus.errors.MissingDependencyError, match="graphviz"):
+            f.last_graph.render(str(tmp_path / "g.png"))
+        return
+    png = f.last_graph.render(str(tmp_path / "g.png"))
+    assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    svg = f.last_graph.render(str(tmp_path / "g.svg"))
+    assert "SGDUpdate" in open(svg).read()
+    with pytest.raises(prunus.errors.ArgumentError, match=".png"):
+        f.last_graph.render(str(tmp_path / "g.txt"))
