@@ -2,6 +2,8 @@
 signatures and failed guards; loud failures for Python control flow on tensor values; the IR's
 text and Graphviz forms."""
 
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -256,8 +258,8 @@ def test_render_draws_png_and_svg_with_graphviz(tmp_path):
             f.last_graph.render(str(tmp_path / "g.png"))
         return
     png = f.last_graph.render(str(tmp_path / "g.png"))
-    assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert pathlib.Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     svg = f.last_graph.render(str(tmp_path / "g.svg"))
-    assert "SGDUpdate" in open(svg).read()
+    assert "SGDUpdate" in pathlib.Path(svg).read_text()
     with pytest.raises(prunus.errors.ArgumentError, match=".png"):
         f.last_graph.render(str(tmp_path / "g.txt"))
