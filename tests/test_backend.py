@@ -64,3 +64,14 @@ def test_fake_device_mix_is_refused():
     b = prunus.Tensor._make(np.ones(2, np.float32), fake, False, None)
     with pytest.raises(DeviceError, match="cpu.*fake|fake.*cpu"):
         a + b
+
+
+def test_tensors_and_modules_deep_copy_with_their_device():
+    import copy
+
+    t = prunus.randn(3)
+    c = copy.deepcopy(t)
+    assert c.device is t.device and c.data is not t.data
+    np.testing.assert_array_equal(c.numpy(), t.numpy())
+    bn = prunus.nn.BatchNorm1d(4)
+    assert copy.deepcopy(bn).running_mean.device is bn.running_mean.device

@@ -25,6 +25,12 @@ class Device:
         self.kernels = kernels
         self.array_type = xp.ndarray
 
+    def __copy__(self):  # a device is a singleton per (type, index): copies are itself
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
     def __str__(self) -> str:
         return self.type if self.index is None else f"{self.type}:{self.index}"
 

@@ -1,9 +1,12 @@
 """prunus.nn: Module and Parameter, layers, losses, `functional` and `init`, in PyTorch's names.
 
-Conv2d (conv.py), pooling layers (pooling.py) and `nn.utils` live in their own files.
+Conv2d (conv.py), pooling layers (pooling.py), `nn.utils` and `nn.parametrize` live in their own
+files; parametrize is also reachable as PyTorch's `nn.utils.parametrize`.
 """
 
-from prunus.nn import functional, init, utils
+import sys as _sys
+
+from prunus.nn import functional, init, parametrize, utils
 from prunus.nn.activation import ELU, GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from prunus.nn.conv import Conv2d
 from prunus.nn.dropout import Dropout
@@ -19,6 +22,11 @@ from prunus.nn.loss import (
 from prunus.nn.module import Module, ModuleDict, ModuleList, Parameter, RemovableHandle, Sequential
 from prunus.nn.normalization import BatchNorm1d, BatchNorm2d, LayerNorm
 from prunus.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+
+# PyTorch's spelling, torch.nn.utils.parametrize: utils is a module, not a package, so bind the
+# attribute and register the dotted name (then `import prunus.nn.utils.parametrize` works too)
+utils.parametrize = parametrize
+_sys.modules.setdefault("prunus.nn.utils.parametrize", parametrize)
 
 __all__ = [
     "ELU",
@@ -55,4 +63,5 @@ __all__ = [
     "Tanh",
     "functional",
     "init",
+    "parametrize",
 ]

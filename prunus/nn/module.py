@@ -60,6 +60,18 @@ class RemovableHandle:
         self.remove()
 
 
+def _parametrization(d: dict, name):
+    """The ParametrizationList (prunus/nn/parametrize.py) computing tensor `name` of the module
+    whose __dict__ is `d`, or None. They live in the submodule `parametrizations`, so
+    parameters(), state_dict(), to() and optimizers see them as ordinary submodules."""
+    modules = d.get("_modules")
+    pz = modules.get("parametrizations") if modules else None
+    if pz is None:
+        return None
+    plist = pz.__dict__["_modules"].get(name)
+    return plist if getattr(type(plist), "_is_parametrization_list", False) else None
+
+
 class Module:
     """Base class of layers and models. Subclasses set attributes in `__init__` (Parameters,
     Modules and tensors registered as buffers) and define `forward`; call the module, not
@@ -108,7 +120,10 @@ class Module:
                 f"cannot assign {name!r} before Module.__init__() is called (call super().__init__())"
             )
         params, modules, buffers = d["_parameters"], d["_modules"], d["_buffers"]
-        if isinstance(value, Parameter):
+        plist = _parametrization(d, name)
+        if plist is not None:  # a parametrized tensor: assigning sets its original (right_inverse)
+            plist.assign(value, self, name)
+        elif isinstance(value, Parameter):
             self._drop(name, keep="_parameters")
             params[name] = value
         elif isinstance(value, Module):
@@ -147,6 +162,9 @@ class Module:
             reg = d.get(k)
             if reg is not None and name in reg:
                 return reg[name]
+        plist = _parametrization(d, name)
+        if plist is not None:  # nn.parametrize: computed from the original on each access
+            return plist.parametrized_value()
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __delattr__(self, name):
@@ -163,6 +181,11 @@ class Module:
             raise ArgumentError(f"{what} name must be a non-empty string without '.', got {name!r}")
         if name in self.__dict__ and name not in ("training",):
             raise ArgumentError(f"attribute {name!r} already exists on {type(self).__name__}")
+        if _parametrization(self.__dict__, name) is not None:  # it would hide the parametrization
+            raise ArgumentError(
+                f"{name!r} of {type(self).__name__} is parametrized; call "
+                f"remove_parametrizations(module, {name!r}) before registering another {what}"
+            )
 
     def register_parameter(self, name: str, param) -> None:
         self._check_name(name, "parameter")
