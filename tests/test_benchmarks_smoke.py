@@ -1,5 +1,5 @@
-"""Smoke tests of benchmarks/bench_core.py and bench_train.py: each runs (--quick) and writes the
-JSON it promises.
+"""Smoke tests of benchmarks/bench_core.py, bench_train.py and bench_graph.py: each runs (--quick)
+and writes the JSON it promises.
 
 Timings are never asserted (see DESIGN.md, Tests); this only keeps the script from rotting.
 """
@@ -81,3 +81,33 @@ def test_bench_train_quick(tmp_path):
         assert {"fwd", "zero", "bwd", "opt"} == set(b["phases"])
         for row in b["top"]:
             assert {"op", "phase", "calls_per_step", "self_us_per_step"} <= row.keys()
+
+
+GRAPH_CASES = ["train_lenet_300_100", "train_lenet5", "infer_b1", "infer_b256"]
+
+
+def test_bench_graph_quick(tmp_path):
+    out = tmp_path / "graph.json"
+    proc = _run_quick("bench_graph.py", out)
+    assert "targets of the issue" in proc.stdout
+    assert "where the time goes" in proc.stdout
+
+    data = json.loads(out.read_text())
+    assert {"schema", "date", "machine", "config", "checks", "results", "targets", "memory",
+            "graphs", "breakdown"} <= data.keys()
+    assert data["machine"]["threads"] == data["config"]["threads"] == 1
+    assert set(data["results"]) == set(data["checks"]) == set(data["breakdown"]) == set(GRAPH_CASES)
+    for name, r in data["results"].items():
+        assert {"eager", "compiled", "torch"} <= set(r["contenders"]), name
+        for who, m in r["contenders"].items():
+            assert 0 < m["min_us"] <= m["median_us"] <= m["max_us"], (name, who)
+        assert r["ratios"]["compiled_vs_eager"] > 0
+        assert data["checks"][name]["compiled_vs_eager"].startswith("bit-identical")
+    assert len(data["targets"]) == 5
+    assert set(data["memory"]) == {"lenet_300_100", "lenet5"}
+    for m in data["memory"].values():
+        assert m["eager"]["peak_mb"] > 0 and m["compiled"]["peak_mb"] > 0
+    for name in ("train_lenet_300_100", "train_lenet5"):
+        assert data["graphs"][name]["summary"]["nodes"] > 0
+        b = data["breakdown"][name]["compiled"]
+        assert len(b["by_node"]) == data["graphs"][name]["summary"]["nodes"]

@@ -220,7 +220,11 @@ class Tracer:
 
     def cleared_grad(self, p: Tensor) -> None:
         """zero_grad(set_to_none=True) dropped p.grad inside the function."""
-        self.cleared.add(id(p))
+        if id(p) not in self.cleared:
+            self.cleared.add(id(p))
+            if p.grad is None or id(p.grad) not in self.val:  # nothing in the graph read it yet
+                self.g.cleared_grads_first.append(p)
+                self.keep.append(p)
 
     def data_access(self, t: Tensor, what: str):
         raise CaptureError(

@@ -102,6 +102,8 @@ class Executor:
         for vi in g.inputs:
             pos = g.values[vi].position
             env[vi] = (args[pos] if isinstance(pos, int) else kwargs[pos]).data
+        for p in g.cleared_grads_first:  # zero_grad ran before anything read them: as eager,
+            p.grad = None  # drop last step's gradients now, not when the new ones arrive
         return self._finish(self._execute(env), args, kwargs)
 
     def run_arrays(self, arrays) -> list:
@@ -155,6 +157,7 @@ class Executor:
                     env[vi] = op.__dict__.get(g.values[vi].attr)
                 for vi in self.drop_values[n.index]:
                     env[vi] = None
+                    wrappers[vi].data = None  # the wrapper would keep the array alive
                 for k in self.drop_ops[n.index]:
                     ops.pop(k, None)
         finally:

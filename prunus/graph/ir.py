@@ -90,6 +90,7 @@ class Graph:
         self.out_tree: Any = None
         self.grad_outputs: list[tuple] = []  # (parameter Tensor, value index)
         self.cleared_grads: list = []  # parameters whose .grad ends None
+        self.cleared_grads_first: list = []  # parameters the function's zero_grad cleared
         self.guards: list[tuple] = []  # (description, fn, expected)
         self.device = None  # set by capture: the one device the graph runs on
 

