@@ -88,6 +88,18 @@ class Executor:
             self.drop_ops[ni].append(k)
         self.keep_op = set(last_op)
         self.saved_by = saved_by
+        # one flat tuple per node: the run loop reads locals, not attributes (a batch-1 MLP
+        # forward is ~6 nodes of a few microseconds each, so the loop's own cost shows)
+        w = self.wrappers
+        self.steps = [
+            (n.op, tuple(n.inputs), tuple(w[i] for i in n.inputs), n.output, n.attrs,
+             n.has_refs, n.grad_enabled, n.needs_input_grad, n.inplace, n.index in self.keep_op,
+             n.index, tuple((vi, g.values[vi].attr) for vi in saved_by.get(n.index, ())),
+             tuple(self.drop_values[n.index]), tuple(self.drop_ops[n.index]))
+            for n in g.nodes
+        ]
+        dropped = {vi for d in self.drop_values for vi in d}
+        self.linger = [w[i] for i in sorted({i for n in g.nodes for i in n.inputs} - dropped)]
         self.live = [(v.index, v.kind, v.tensor) for v in g.values if v.kind in (STATE, CONST, GRAD)]
         # a constant made inside the function and then updated in place starts fresh every run,
         # as it does when the function runs eagerly
@@ -130,39 +142,41 @@ class Executor:
         ops: dict = {}
         wrappers = self.wrappers
         dev = self.device
-        prev_mode = autograd._grad_enabled
+        array_type = dev.array_type
+        prev_mode = mode = autograd._grad_enabled
         try:
-            for n in g.nodes:
-                op = _new(n.op)
+            for (cls, ins, ws, out_i, attrs, refs, grad_mode, needs, inplace, keep, index,
+                 saved, drop_v, drop_o) in self.steps:
+                op = _new(cls)
                 op.device = dev
-                ins = []
-                for i in n.inputs:
-                    w = wrappers[i]
-                    w.data = env[i]
-                    ins.append(w)
-                op.inputs = tuple(ins)
-                op.needs_input_grad = n.needs_input_grad
-                autograd._grad_enabled = n.grad_enabled
-                attrs = {k: _resolve(a, env, ops) for k, a in n.attrs.items()} if n.has_refs else n.attrs
-                if n.inplace is None:
-                    out = op.forward(*[env[i] for i in n.inputs], **attrs)
+                arrays = [env[i] for i in ins]
+                for w, a in zip(ws, arrays):
+                    w.data = a
+                op.inputs = ws
+                op.needs_input_grad = needs
+                if grad_mode is not mode:
+                    autograd._grad_enabled = mode = grad_mode
+                if refs:
+                    attrs = {k: _resolve(a, env, ops) for k, a in attrs.items()}
+                if inplace is None:
+                    out = op.forward(*arrays, **attrs)
                 else:  # memory planning found the input dead and unaliased (passes/memory.py)
-                    out = op.forward_into(env[n.inputs[n.inplace]], *[env[i] for i in n.inputs], **attrs)
-                if type(out) is not dev.array_type:
+                    out = op.forward_into(arrays[inplace], *arrays, **attrs)
+                if type(out) is not array_type:
                     out = dev.xp.asarray(out)
-                env[n.output] = out
-                if n.index in self.keep_op:
-                    ops[n.index] = op
-                for vi in self.saved_by.get(n.index, ()):
-                    env[vi] = op.__dict__.get(g.values[vi].attr)
-                for vi in self.drop_values[n.index]:
+                env[out_i] = out
+                if keep:
+                    ops[index] = op
+                for vi, attr in saved:
+                    env[vi] = op.__dict__.get(attr)
+                for vi in drop_v:
                     env[vi] = None
                     wrappers[vi].data = None  # the wrapper would keep the array alive
-                for k in self.drop_ops[n.index]:
+                for k in drop_o:
                     ops.pop(k, None)
         finally:
             autograd._grad_enabled = prev_mode
-            for w in wrappers:
+            for w in self.linger:
                 w.data = None
         return env
 
