@@ -129,7 +129,6 @@ class Executor:
         return [env[vi] for vi in g.outputs]
 
     def _execute(self, env):
-        g = self.graph
         for vi, kind, t in self.live:
             if kind == GRAD:
                 if t.grad is None:
