@@ -1,4 +1,6 @@
-"""The `prunus` command line: `prunus train ...` and `prunus eval ...`.
+"""The `prunus` command line: `prunus train ...`, `prunus eval ...` (a checkpoint or a compressed
+.pnz model), `prunus export ...` and `prunus compress ...` (Deep Compression of a checkpoint into
+a .pnz file).
 
 Bad arguments end with one line `prunus <cmd>: error: ...` and exit code 2 (argparse's
 convention); a prunus error at run time (missing dataset, corrupted checkpoint, ...) ends with one
@@ -109,11 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress output")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("eval", help="evaluate a checkpoint on a test set",
+    e = sub.add_parser("eval", help="evaluate a checkpoint or a compressed model on a test set",
                        description="Print the loss and top-1/top-5 accuracy of a checkpoint "
-                                   "written by 'prunus train' on a dataset's test split.",
-                       epilog="example: prunus eval --checkpoint ckpt/lenet5/checkpoint-step00014070.safetensors")
-    e.add_argument("--checkpoint", required=True, help="checkpoint file written by 'prunus train'")
+                                   "written by 'prunus train', or of a compressed .pnz model "
+                                   "(prunus.compression.save, 'prunus compress'), on a dataset's "
+                                   "test split.",
+                       epilog="examples: prunus eval --checkpoint ckpt/lenet5/checkpoint-step00014070.safetensors; "
+                              "prunus eval --compressed lenet300.pnz --dataset mnist")
+    source = e.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="checkpoint file written by 'prunus train'")
+    source.add_argument("--compressed", metavar="FILE",
+                        help="compressed model file (.pnz) to evaluate")
     e.add_argument("--dataset", choices=DATASETS, help="dataset (default: the one it was trained on)")
     e.add_argument("--batch-size", type=_positive_int, default=1000, help="samples per batch (default: 1000)")
     e.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
@@ -137,6 +145,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ONNX: leave the batch dimension symbolic")
     x.add_argument("--opset", type=_positive_int, default=17, help="ONNX opset (default: 17)")
     x.set_defaults(func=cmd_export)
+
+    c = sub.add_parser("compress", help="Deep Compression of a checkpoint into a .pnz file",
+                       description="Prune, retrain, quantize (weight sharing), fine-tune the "
+                                   "centroids and Huffman-code a model trained by 'prunus train' "
+                                   "(Han et al. 2016), with the model's recipe "
+                                   "(prunus/compression/pipeline.py: LeNet-300-100, LeNet-5); "
+                                   "prints the per-layer table and the accuracy after each stage.",
+                       epilog="example: prunus compress --checkpoint lenet300.safetensors --dataset "
+                              "mnist --recipe deep-compression -o lenet300.pnz")
+    c.add_argument("--checkpoint", required=True, help="checkpoint file written by 'prunus train'")
+    c.add_argument("--dataset", choices=DATASETS, help="dataset (default: the one it was trained on)")
+    c.add_argument("--recipe", choices=("deep-compression",), default="deep-compression",
+                   help="compression recipe (default: deep-compression)")
+    c.add_argument("-o", "--output", required=True, help="compressed model file to write (.pnz)")
+    c.add_argument("--epochs-retrain", type=_non_negative_int, metavar="N",
+                   help="retrain epochs after pruning (default: the recipe's; 0: no retraining)")
+    c.add_argument("--index-bits", type=_positive_int, metavar="B",
+                   help="bits per relative index in the file (default: the recipe's, 5)")
+    c.add_argument("--limit-steps", type=_positive_int, metavar="N",
+                   help="stop each training stage after N optimizer steps (for smoke runs)")
+    c.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default: 0)")
+    c.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
+    c.add_argument("--data-root", help="folder with the dataset files (default: $PRUNUS_DATA)")
+    c.add_argument("--download", action="store_true", help="download missing dataset files")
+    c.add_argument("--quiet", action="store_true", help="no progress output")
+    c.set_defaults(func=cmd_compress)
     return parser
 
 
@@ -222,12 +256,19 @@ def cmd_eval(args) -> int:
     from prunus.data import DataLoader
     from prunus.train import Trainer
 
-    model, meta = _checkpoint_model(args.checkpoint, args.device)
+    if args.compressed is not None:
+        model, meta, name = _compressed_model(args.compressed, args.device)
+    else:
+        model, meta = _checkpoint_model(args.checkpoint, args.device)
+        name = meta["model"]
     dataset = args.dataset or meta.get("dataset", "mnist")
+    if dataset not in DATASETS:
+        raise ArgumentError(f"{args.compressed or args.checkpoint}: its metadata names dataset {dataset!r}; pass "
+                            f"--dataset ({', '.join(DATASETS)})")
     test_set = _dataset(dataset, False, args)
     trainer = Trainer(model, None, device=args.device, topk=(1, 5))
     m = trainer.evaluate(DataLoader(test_set, batch_size=args.batch_size))
-    print(f"{meta['model']} on {dataset} test ({len(test_set)} images): loss {m['loss']:.4f}  "
+    print(f"{name} on {dataset} test ({len(test_set)} images): loss {m['loss']:.4f}  "
           f"top-1 accuracy {100 * m['acc']:.2f}% (error {100 * (1 - m['acc']):.2f}%)  "
           f"top-5 accuracy {100 * m['acc@5']:.2f}%")
     return 0
@@ -246,6 +287,16 @@ def _checkpoint_model(path, device="cpu"):
     model = get_model(meta["model"], num_classes=int(meta.get("num_classes", 10))).to(device)
     model.load_state_dict(ckpt["model"])
     return model, meta
+
+
+def _compressed_model(path, device="cpu"):
+    """The model of a .pnz file (still pruned and quantized), its metadata, and a name for it:
+    'lenet_300_100 [compressed, 27,397 bytes]'."""
+    from prunus.compression import container
+
+    info = container.read_info(path)
+    model, meta = container.load(path, map_location=device)
+    return model, meta, f"{info.arch['model']} [compressed, {info.file_bytes:,} bytes]"
 
 
 def cmd_export(args) -> int:
@@ -274,6 +325,38 @@ def cmd_export(args) -> int:
             compiled(x)
         prunus.save_program(compiled, args.output, module=model)
     print(f"{meta['model']}: wrote {args.output} ({fmt}, input {list(x.shape)})")
+    return 0
+
+
+def cmd_compress(args) -> int:
+    import os
+
+    import prunus
+    from prunus.compression import report
+    from prunus.compression.pipeline import deep_compression, get_recipe
+    from prunus.data import DataLoader
+
+    model, meta = _checkpoint_model(args.checkpoint, args.device)
+    recipe = get_recipe(meta["model"])
+    if args.index_bits is not None:
+        recipe = recipe.replace(index_bits=args.index_bits)
+    dataset = args.dataset or meta.get("dataset", "mnist")
+    if dataset not in DATASETS:
+        raise ArgumentError(f"{args.checkpoint}: its metadata names dataset {dataset!r}; pass "
+                            f"--dataset ({', '.join(DATASETS)})")
+    prunus.manual_seed(args.seed)
+    train_set, test_set = _dataset(dataset, True, args), _dataset(dataset, False, args)
+    loader = DataLoader(train_set, batch_size=recipe.batch_size, shuffle=True,
+                        generator=prunus.Generator().manual_seed(args.seed + 1))
+    arch = {"model": meta["model"], "kwargs": {"num_classes": int(meta.get("num_classes", 10))}}
+    file_meta = {"dataset": dataset, "checkpoint": os.path.basename(args.checkpoint),
+                 "seed": args.seed, "method": args.recipe}
+    result = deep_compression(model, recipe, loader, DataLoader(test_set, batch_size=1000),
+                              args.output, arch=arch, meta=file_meta,
+                              epochs_retrain=args.epochs_retrain, max_steps=args.limit_steps,
+                              quiet=args.quiet)
+    print(report.format_table(result.info, result.accuracies))
+    print(result.format_stages())
     return 0
 
 

@@ -137,3 +137,93 @@ def test_export_onnx_and_program(tmp_path):
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     (y,) = sess.run(None, {"x": x.numpy()})
     np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-5)
+
+
+def test_compress_help_and_bad_arguments(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["compress", "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for w in ("--checkpoint", "--recipe", "deep-compression", "--epochs-retrain", "--limit-steps", "-o"):
+        assert w in out
+    for argv in (["compress"], ["compress", "--checkpoint", "c", "-o", "x.pnz", "--recipe", "zip"],
+                 ["compress", "--checkpoint", "c", "-o", "x.pnz", "--epochs-retrain", "-1"]):
+        with pytest.raises(SystemExit) as e:
+            cli.main(argv)
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "error:" in err
+
+
+def test_compress_smoke_run(tmp_path):
+    env = {"PRUNUS_DATA": str(_data_dir())}
+    ckpt = tmp_path / "ckpt"
+    out = _run("train", "--model", "lenet_300_100", "--epochs", "1", "--limit-steps", "40",
+               "--checkpoint-dir", str(ckpt), "--no-val", "--quiet", env=env)
+    assert out.returncode == 0, out.stderr
+    pnz = tmp_path / "m.pnz"
+    out = _run("compress", "--checkpoint", str(max(ckpt.iterdir())), "--dataset", "mnist",
+               "--recipe", "deep-compression", "-o", str(pnz), "--epochs-retrain", "1",
+               "--limit-steps", "3", "--quiet", env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == ""  # --quiet
+    assert "total (weights)" in out.stdout and "fine-tuned" in out.stdout and "encoded" in out.stdout
+    assert pnz.stat().st_size < 60_000  # 8% of the weights at 6 bits, Huffman-coded
+    # a missing checkpoint: one line, exit 1
+    out = _run("compress", "--checkpoint", str(tmp_path / "missing.safetensors"), "-o", str(pnz), env=env)
+    assert out.returncode == 1 and out.stderr.startswith("prunus: error:")
+
+
+# -- eval --compressed: a .pnz written by prunus.compression.save -------------------------------------
+
+
+def _small_pnz(path):
+    """A pruned + quantized LeNet-300-100 with random weights, saved as .pnz; returns the model."""
+    from prunus import models
+    from prunus.compression import prune_magnitude, quantize, save
+
+    prunus.manual_seed(0)
+    m = models.lenet_300_100()
+    for name, s in (("fc1", 0.92), ("fc2", 0.91), ("fc3", 0.74)):
+        prune_magnitude(getattr(m, name), sparsity=s)
+    quantize(m.fc1, bits=6)
+    quantize(m.fc2, bits=6)
+    save(m, path, arch="lenet_300_100", meta={"dataset": "mnist"})
+    return m
+
+
+def test_eval_compressed_help_and_exclusive_sources(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["eval", "--help"])
+    assert e.value.code == 0 and "--compressed" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        cli.main(["eval", "--checkpoint", "a.safetensors", "--compressed", "b.pnz"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not allowed with argument" in err
+    # a corrupted .pnz, or a checkpoint given as --compressed: one line, exit 1, before any data
+    path = tmp_path / "m.pnz"
+    _small_pnz(path)
+    path.write_bytes(path.read_bytes()[:-10])
+    assert cli.main(["eval", "--compressed", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("prunus: error:") and err.count("\n") == 1 and "truncated" in err
+    assert cli.main(["eval", "--compressed", str(tmp_path / "missing.pnz")]) == 1
+    assert capsys.readouterr().err.startswith("prunus: error:")
+
+
+def test_eval_compressed_on_mnist_matches_the_saved_model(tmp_path, capsys, monkeypatch):
+    from prunus.data import DataLoader
+    from prunus.data.datasets import MNIST
+    from prunus.train import Trainer
+
+    monkeypatch.setenv("PRUNUS_DATA", str(_data_dir()))
+    path = tmp_path / "lenet300.pnz"
+    model = _small_pnz(path)
+    assert cli.main(["eval", "--compressed", str(path), "--batch-size", "2000"]) == 0
+    line = capsys.readouterr().out.strip()
+    size = path.stat().st_size
+    assert line.startswith(f"lenet_300_100 [compressed, {size:,} bytes] on mnist test (10000 images)")
+    # the file's model computes bit-identical outputs, so the accuracy is the saved model's
+    m = Trainer(model, None, topk=(1, 5)).evaluate(DataLoader(MNIST(train=False), batch_size=2000))
+    assert f"top-1 accuracy {100 * m['acc']:.2f}%" in line and f"loss {m['loss']:.4f}" in line
