@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--epochs-retrain", type=_non_negative_int, metavar="N",
                    help="retrain epochs after pruning (default: the recipe's; 0: no retraining)")
     c.add_argument("--index-bits", type=_positive_int, metavar="B",
-                   help="bits per relative index in the file (default: the recipe's, 5)")
+                   help="bits per relative index in the file (default: the recipe's)")
     c.add_argument("--limit-steps", type=_positive_int, metavar="N",
                    help="stop each training stage after N optimizer steps (for smoke runs)")
     c.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default: 0)")

@@ -157,10 +157,11 @@ def test_quality_pruning_recipe():
     assert not any(isinstance(m, PruningMask) for m in model.modules())
 
 
-def test_shipped_recipes_follow_the_papers():
+def test_shipped_recipes_follow_the_papers_settings():
     r = P.RECIPES["lenet_300_100"]
     assert r.kept == {"fc1": 0.08, "fc2": 0.09, "fc3": 0.26}
-    assert r.bits == {"fc1": 6, "fc2": 6, "fc3": 6} and r.index_bits == 5
+    # 6-bit indices where the paper has 5: measured smaller here (see the recipe's comment)
+    assert r.bits == {"fc1": 6, "fc2": 6, "fc3": 6} and r.index_bits == 6
     r = P.get_recipe("lenet5")
     assert r.kept == {"conv1": 0.66, "conv2": 0.12, "fc1": 0.08, "fc2": 0.19}
     assert r.bits == {"conv1": 8, "conv2": 8, "fc1": 5, "fc2": 5} and r.index_bits == 5
