@@ -30,3 +30,22 @@ def test_mnist_mlp_learns_in_a_few_hundred_steps():
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("test accuracy:")]
     assert line, out.stdout
     assert float(line[-1].split(":")[1]) > 0.80  # chance is 0.10
+
+
+def test_compression_ablation_runs_end_to_end(tmp_path):
+    env = {**os.environ, "PRUNUS_DATA": str(_data_dir().resolve())}
+    ckpt = tmp_path / "ckpt"
+    out = subprocess.run(
+        [sys.executable, "-m", "prunus.cli", "train", "--model", "lenet_300_100", "--epochs", "1",
+         "--limit-steps", "30", "--checkpoint-dir", str(ckpt), "--no-val", "--quiet"],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    out = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "compression_ablation.py"), "--checkpoint",
+         str(max(ckpt.iterdir())), "--bits", "2,3", "--limit-steps", "3", "--test-size", "300"],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    rows = [ln.split() for ln in out.stdout.splitlines() if ln.split()[:1] in (["linear"], ["density"], ["random"])]
+    assert len(rows) == 6 and all(r[1] in ("2", "3") for r in rows)
