@@ -1,4 +1,5 @@
-"""Smoke tests of benchmarks/bench_core.py, bench_train.py and bench_graph.py: each runs (--quick)
+"""Smoke tests of benchmarks/bench_core.py, bench_train.py, bench_graph.py and
+bench_compression.py: each runs (--quick)
 and writes the JSON it promises.
 
 Timings are never asserted (see DESIGN.md, Tests); this only keeps the script from rotting.
@@ -20,11 +21,11 @@ BENCHMARKS = [
 ]
 
 
-def _run_quick(script, out):
+def _run_quick(script, out, *extra, env=None):
     proc = subprocess.run(
         [sys.executable, os.path.join(REPO, "benchmarks", script), "--quick", "--threads", "1",
-         "--out", str(out)],
-        capture_output=True, text=True, timeout=120, cwd=REPO, check=False,
+         "--out", str(out), *extra],
+        capture_output=True, text=True, timeout=120, cwd=REPO, check=False, env=env,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return proc
@@ -111,3 +112,28 @@ def test_bench_graph_quick(tmp_path):
         assert data["graphs"][name]["summary"]["nodes"] > 0
         b = data["breakdown"][name]["compiled"]
         assert len(b["by_node"]) == data["graphs"][name]["summary"]["nodes"]
+
+
+def test_bench_compression_quick(tmp_path):
+    data = os.environ.get("PRUNUS_DATA") or os.path.join(os.path.dirname(REPO), "shared", "datasets")
+    if not os.path.isfile(os.path.join(data, "mnist", "t10k-labels-idx1-ubyte.gz")):
+        pytest.skip("MNIST not found (set PRUNUS_DATA)")
+    env = {**os.environ, "PRUNUS_DATA": os.path.abspath(data)}
+    ckpt, pnz = tmp_path / "ckpt", tmp_path / "m.pnz"
+
+    def cli(*args):
+        proc = subprocess.run([sys.executable, "-m", "prunus.cli", *args], capture_output=True,
+                              text=True, timeout=120, cwd=REPO, check=False, env=env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+
+    cli("train", "--model", "lenet_300_100", "--epochs", "1", "--limit-steps", "20",
+        "--checkpoint-dir", str(ckpt), "--no-val", "--quiet")
+    last = max(ckpt.iterdir())
+    cli("compress", "--checkpoint", str(last), "-o", str(pnz), "--limit-steps", "2", "--quiet")
+    out = tmp_path / "compression.json"
+    proc = _run_quick("bench_compression.py", out, "--pnz", str(pnz), "--checkpoint", str(last),
+                      "--test-size", "200", env=env)
+    assert "evaluate the test set" in proc.stdout
+    result = json.loads(out.read_text())
+    assert result["sizes"]["pnz"] < result["sizes"]["checkpoint"]
+    assert result["accuracy"]["pnz"] == result["accuracy"]["pnz_dense"]
