@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from prunus import autograd
 from prunus.errors import CaptureError
-from prunus.graph.ir import CONST, GRAD, NODE, SAVED, STATE, Graph, Ref
+from prunus.graph.ir import CONST, GRAD, NODE, SAVED, STATE, Graph, Ref, iter_refs
 from prunus.tensor import Tensor
 
 _new = object.__new__
@@ -26,15 +26,6 @@ def _resolve(a, env, ops):
     if type(a) in (tuple, list):
         return type(a)(_resolve(x, env, ops) for x in a)
     return a
-
-
-def _refs(a, out):
-    if isinstance(a, Ref):
-        out.append(a)
-    elif type(a) in (tuple, list):
-        for x in a:
-            _refs(x, out)
-    return out
 
 
 class Executor:
@@ -67,7 +58,7 @@ class Executor:
         for n in g.nodes:
             for i in n.inputs:
                 last_value[i] = n.index
-            for r in _refs(list(n.attrs.values()), []) if n.has_refs else ():
+            for r in iter_refs(n.attrs) if n.has_refs else ():
                 if r.value is not None:
                     last_value[r.value] = n.index
                 else:

@@ -45,6 +45,18 @@ class Ref:
     value: int | None = None
 
 
+def iter_refs(a):
+    """The Refs in an attribute (or a dict/list of them), nested tuples and lists included."""
+    if isinstance(a, Ref):
+        yield a
+    elif type(a) in (tuple, list):
+        for x in a:
+            yield from iter_refs(x)
+    elif type(a) is dict:
+        for x in a.values():
+            yield from iter_refs(x)
+
+
 @dataclass(eq=False)
 class Node:
     index: int

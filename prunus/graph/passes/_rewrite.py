@@ -9,22 +9,11 @@ Refs (also nested in tuples/lists of attrs) point at existing nodes and values.
 from __future__ import annotations
 
 from prunus.errors import CaptureError
-from prunus.graph.ir import INPUT, NODE, SAVED, Ref
+from prunus.graph.ir import INPUT, NODE, SAVED, Ref, iter_refs
 from prunus.ops.dropout import Dropout
 
 # -- Refs inside attrs -------------------------------------------------------------------------
 
-
-def iter_refs(a):
-    """The Refs in an attribute (or a dict/list of them), nested tuples and lists included."""
-    if isinstance(a, Ref):
-        yield a
-    elif type(a) in (tuple, list):
-        for x in a:
-            yield from iter_refs(x)
-    elif type(a) is dict:
-        for x in a.values():
-            yield from iter_refs(x)
 
 
 def map_refs(a, fn):

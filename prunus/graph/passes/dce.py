@@ -8,8 +8,8 @@ Dropout would shift every later draw of its generator).
 
 from __future__ import annotations
 
-from prunus.graph.ir import SAVED
-from prunus.graph.passes._rewrite import external, has_effects, iter_refs, reads, remove_nodes
+from prunus.graph.ir import SAVED, iter_refs
+from prunus.graph.passes._rewrite import external, has_effects, reads, remove_nodes
 
 
 def dead_nodes(graph) -> set:

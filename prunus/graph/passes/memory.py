@@ -13,7 +13,7 @@ Results are bit-identical: the same ufunc runs with `out=`.
 
 from __future__ import annotations
 
-from prunus.graph.ir import NODE, Ref
+from prunus.graph.ir import NODE, iter_refs
 
 
 def _op_names(*names):
@@ -30,15 +30,6 @@ FRESH = _op_names(
 READS_ONLY = FRESH | _op_names("Sum", "Mean", "SumTo", "CrossEntropy", "ConvBiasGrad", "SGDUpdate")
 
 
-def _refs(a, out):
-    if isinstance(a, Ref):
-        out.append(a)
-    elif type(a) in (tuple, list):
-        for x in a:
-            _refs(x, out)
-    return out
-
-
 def plan_inplace(graph) -> dict:
     """Mark nodes to run in place (Node.inplace); the report counts them and the bytes saved."""
     g = graph
@@ -51,7 +42,7 @@ def plan_inplace(graph) -> dict:
             last_use[i] = n.index
             readers.setdefault(i, []).append(n)
         if n.has_refs:
-            for r in _refs(list(n.attrs.values()), []):
+            for r in iter_refs(n.attrs):
                 if r.value is not None:
                     ref_value_after[r.value] = n.index
                 else:
