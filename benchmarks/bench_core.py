@@ -100,6 +100,27 @@ def parse_args(argv=None):
     return finish_args(p, p.parse_args(argv))
 
 
+def select(names, only, what: str):
+    """The names --only picks (comma-separated prefixes), all without it; None (after printing
+    an error) when it matches nothing."""
+    names = list(names)
+    if not only:
+        return names
+    keys = [k.strip() for k in only.split(",") if k.strip()]
+    picked = [n for n in names if any(n.startswith(k) for k in keys)]
+    if not picked:
+        print(f"error: --only {only!r} matches no {what} ({', '.join(names)})", file=sys.stderr)
+        return None
+    return picked
+
+
+def check_threads(machine: dict, threads: int) -> None:
+    """Warn when torch or OpenBLAS did not take the thread count asked for."""
+    if machine["torch_threads"] != threads or machine["openblas_threads"] not in (None, threads):
+        print(f"warning: asked for {threads} threads, got torch {machine['torch_threads']}, "
+              f"OpenBLAS {machine['openblas_threads']}", file=sys.stderr)
+
+
 def set_thread_env(n: int) -> None:
     """Must run before NumPy/PyTorch are imported: the BLAS pools read these once, at load."""
     late = [m for m in ("numpy", "torch") if m in sys.modules]
@@ -832,12 +853,10 @@ def main(argv=None) -> int:
            "gc": "enabled (as in real use)", "contenders": CONTENDER_NOTES}
 
     cases = dispatch_cases() + mlp_cases()
-    if args.only:
-        keys = [k.strip() for k in args.only.split(",") if k.strip()]
-        cases = [c for c in cases if any(c["name"].startswith(k) for k in keys)]
-        if not cases:
-            print(f"error: --only {args.only!r} matches no benchmark", file=sys.stderr)
-            return 2
+    picked = select([c["name"] for c in cases], args.only, "benchmark")
+    if picked is None:
+        return 2
+    cases = [c for c in cases if c["name"] in picked]
 
     checks, results = {}, {}
     for c in cases:  # equal work first: every contender computes the same values

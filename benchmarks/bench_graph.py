@@ -577,14 +577,9 @@ def main(argv=None) -> int:
     core.import_frameworks(args.threads)
     np, torch, P = bt.np, bt.torch, bt.P = core.np, core.torch, core.P
 
-    names = list(CASES)
-    if args.only:
-        keys = [k.strip() for k in args.only.split(",") if k.strip()]
-        names = [n for n in names if any(n.startswith(k) for k in keys)]
-        if not names:
-            print(f"error: --only {args.only!r} matches no case ({', '.join(CASES)})",
-                  file=sys.stderr)
-            return 2
+    names = core.select(CASES, args.only, "case")
+    if names is None:
+        return 2
 
     machine = core.machine_info(args.threads)
     try:
@@ -593,10 +588,7 @@ def main(argv=None) -> int:
         machine["onnxruntime_version"] = onnxruntime.__version__
     except ImportError:
         machine["onnxruntime_version"] = None
-    if machine["torch_threads"] != args.threads or \
-            machine["openblas_threads"] not in (None, args.threads):
-        print(f"warning: asked for {args.threads} threads, got torch {machine['torch_threads']}, "
-              f"OpenBLAS {machine['openblas_threads']}", file=sys.stderr)
+    core.check_threads(machine, args.threads)
     started = datetime.datetime.now().astimezone()
     cfg = {"threads": args.threads, "rounds": args.rounds, "round_time_s": args.round_time,
            "quick": args.quick, "wait_quiet_s": args.wait_quiet, "gap_s": args.gap,

@@ -389,20 +389,12 @@ def main(argv=None) -> int:
     core.import_frameworks(args.threads)
     np, torch, P = core.np, core.torch, core.P
 
-    names = list(MODELS)
-    if args.only:
-        keys = [k.strip() for k in args.only.split(",") if k.strip()]
-        names = [n for n in names if any(n.startswith(k) for k in keys)]
-        if not names:
-            print(f"error: --only {args.only!r} matches no model ({', '.join(MODELS)})",
-                  file=sys.stderr)
-            return 2
+    names = core.select(MODELS, args.only, "model")
+    if names is None:
+        return 2
 
     machine = core.machine_info(args.threads)
-    blas_threads = machine["openblas_threads"]
-    if machine["torch_threads"] != args.threads or blas_threads not in (None, args.threads):
-        print(f"warning: asked for {args.threads} threads, got torch {machine['torch_threads']}, "
-              f"OpenBLAS {machine['openblas_threads']}", file=sys.stderr)
+    core.check_threads(machine, args.threads)
     started = datetime.datetime.now().astimezone()
     cfg = {"threads": args.threads, "rounds": args.rounds, "round_time_s": args.round_time,
            "quick": args.quick, "wait_quiet_s": args.wait_quiet, "gap_s": args.gap,
