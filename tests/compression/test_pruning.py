@@ -5,6 +5,7 @@ rule, state dict round trips, compiled training steps, and errors."""
 
 import numpy as np
 import pytest
+from train_steps import cross_entropy_step
 
 import prunus
 import prunus.nn.functional as F
@@ -266,12 +267,7 @@ def _compiled_run(compiled, reprune_at=None):
     opt = optim.SGD(m.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     xs, ys = _batches(3)
 
-    def step(x, y):
-        opt.zero_grad()
-        loss = F.cross_entropy(m(x), y)
-        loss.backward()
-        opt.step()
-        return loss
+    step = cross_entropy_step(m, opt)
 
     f = prunus.compile(step) if compiled else step
     losses = []

@@ -4,9 +4,9 @@ with SGD, state dict round trips, compiled steps, and errors."""
 
 import numpy as np
 import pytest
+from train_steps import cross_entropy_step
 
 import prunus
-import prunus.nn.functional as F
 from prunus import models, nn, optim
 from prunus.compression.pruning import prune_magnitude
 from prunus.compression.weight_sharing import (
@@ -176,12 +176,7 @@ def _steps(model, opt, n, seed=0):
     xs = [prunus.tensor(rng.standard_normal((16, 784)).astype(np.float32)) for _ in range(3)]
     ys = [prunus.tensor(rng.integers(0, 10, 16)) for _ in range(3)]
 
-    def step(x, y):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
+    step = cross_entropy_step(model, opt)
 
     return step, xs, ys
 

@@ -6,6 +6,7 @@ import pathlib
 
 import numpy as np
 import pytest
+from train_steps import cross_entropy_step
 
 import prunus
 import prunus.nn.functional as F
@@ -31,12 +32,7 @@ def _train(model_fn, compiled, steps=6, opt_kwargs=None, seed=0):
     opt = optim.SGD(m.parameters(), lr=0.05, **opt_kwargs)
     xs, ys = _batches(3)
 
-    def step(x, y):
-        opt.zero_grad()
-        loss = F.cross_entropy(m(x), y)
-        loss.backward()
-        opt.step()
-        return loss
+    step = cross_entropy_step(m, opt)
 
     f = prunus.compile(step) if compiled else step
     losses = [float(f(xs[i % 3], ys[i % 3])) for i in range(steps)]
@@ -129,12 +125,7 @@ def test_learning_rate_change_retraces_and_applies():
     sched = optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.1)
     xs, ys = _batches(1)
 
-    def step(x, y):
-        opt.zero_grad()
-        loss = F.cross_entropy(m(x), y)
-        loss.backward()
-        opt.step()
-        return loss
+    step = cross_entropy_step(m, opt)
 
     c = prunus.compile(step)
     ref = models.lenet_300_100()

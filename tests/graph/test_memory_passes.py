@@ -4,6 +4,7 @@ nothing that is read later, viewed, returned or mutated is ever overwritten."""
 
 import numpy as np
 import pytest
+from train_steps import cross_entropy_step
 
 import prunus
 import prunus.nn.functional as F
@@ -32,12 +33,7 @@ def test_training_step_in_place_is_bit_identical(model):
         m = getattr(models, model)()
         opt = optim.SGD(m.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
 
-        def step(x, y, m=m, opt=opt):
-            opt.zero_grad()
-            loss = F.cross_entropy(m(x), y)
-            loss.backward()
-            opt.step()
-            return loss
+        step = cross_entropy_step(m, opt)
 
         f = step if passes is None else prunus.compile(step, passes=passes)
         for i in range(6):

@@ -5,6 +5,7 @@ with the default passes replays eager exactly; the before/after report."""
 
 import numpy as np
 import pytest
+from train_steps import cross_entropy_step
 
 import prunus
 import prunus.nn.functional as F
@@ -613,14 +614,7 @@ def _train(model_fn, compiled, steps=5, batch=8, passes=None, extra=None):
     xs = [prunus.tensor(rng.standard_normal((batch, 1, 28, 28)).astype(np.float32)) for _ in range(2)]
     ys = [prunus.tensor(rng.integers(0, 10, batch)) for _ in range(2)]
 
-    def step(x, y):
-        opt.zero_grad()
-        loss = F.cross_entropy(m(x), y)
-        if extra is not None:
-            loss = extra(m, loss)
-        loss.backward()
-        opt.step()
-        return loss
+    step = cross_entropy_step(m, opt, extra)
 
     f = prunus.compile(step, passes=passes) if compiled else step
     losses = [f(xs[i % 2], ys[i % 2]).detach().numpy() for i in range(steps)]

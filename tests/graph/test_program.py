@@ -26,6 +26,7 @@ import pytest
 import safetensors.numpy
 from op_db import OP_DB
 from op_samples import outputs
+from train_steps import cross_entropy_step
 
 import prunus
 import prunus.nn.functional as F
@@ -143,12 +144,7 @@ def _sgd_step(model_fn, seed=0):
     m = model_fn()
     opt = optim.SGD(m.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
 
-    def step(x, y):
-        opt.zero_grad()
-        loss = F.cross_entropy(m(x), y)
-        loss.backward()
-        opt.step()
-        return loss
+    step = cross_entropy_step(m, opt)
 
     return m, step
 
