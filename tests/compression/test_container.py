@@ -8,17 +8,16 @@ one by one, and a seeded fuzz of mutated files that must raise only ModelFormatE
 from __future__ import annotations
 
 import builtins
-import contextlib
 import importlib
 import json
 import re
-import signal
 import struct
 import time
 import zlib
 
 import numpy as np
 import pytest
+from file_fuzz import hang_guard, json_paths, mutate_bytes, mutate_json, pick
 
 import prunus
 import prunus.nn.functional as F
@@ -559,71 +558,6 @@ _NAMES = ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "fc3.weight", "fc3
           "index_bits", "index_nbits", "value_nbits", "model", "kwargs", "num_classes"]
 
 
-def _pick(rng, seq):
-    return seq[int(rng.integers(len(seq)))]
-
-
-def _paths(obj) -> list:
-    """The path (keys from the root) of every node of a JSON tree, the root's () included."""
-    out, stack = [], [((), obj)]
-    while stack:
-        path, o = stack.pop()
-        out.append(path)
-        if isinstance(o, dict):
-            stack.extend(((*path, k), v) for k, v in o.items())
-        elif isinstance(o, list):
-            stack.extend(((*path, i), v) for i, v in enumerate(o))
-    return out
-
-
-def _get(obj, path):
-    for k in path:
-        obj = obj[k]
-    return obj
-
-
-def _mutate_json(rng, obj, paths):
-    """One structural edit at a random one of `paths`: replace, delete, add, renumber, rename or
-    copy another part over it. Returns the (new) root."""
-    path = _pick(rng, paths)
-    try:
-        parent, key = (_get(obj, path[:-1]), path[-1]) if path else (None, None)
-        old = _get(obj, path)
-    except (KeyError, IndexError, TypeError):  # an earlier edit moved it
-        return obj
-    if path and not isinstance(parent, (dict, list)):
-        return obj
-    if parent is None:
-        return _pick(rng, [[], {}, None, 0, "x"]) if rng.random() < 0.3 else obj
-    r = rng.random()
-    if r < 0.3:
-        parent[key] = json.loads(json.dumps(_pick(rng, _POOL)))
-    elif r < 0.4:
-        del parent[key]
-    elif r < 0.5:
-        if isinstance(old, dict):
-            old[_pick(rng, _NAMES)] = 1
-        elif isinstance(old, list):
-            old.append(old[0] if old and rng.random() < 0.5 else int(rng.integers(-2, 100)))
-        else:
-            parent[key] = [old]
-    elif r < 0.85 and isinstance(old, int) and not isinstance(old, bool):
-        parent[key] = _pick(rng, [old + 1, old - 1, -old - 1, old * 1000 + 7, 0, old // 2, 2**40,
-                                  old + 8, old - 8])
-    elif r < 0.92 and isinstance(old, str):
-        parent[key] = _pick(rng, _NAMES) if rng.random() < 0.5 else old[::-1] + "x"
-    else:
-        other = _pick(rng, paths)
-        if other and other[: len(path)] != path and path[: len(other)] != other:
-            try:
-                parent[key] = json.loads(json.dumps(_get(obj, other)))
-            except (KeyError, IndexError, TypeError):
-                parent[key] = None
-        else:
-            parent[key] = None
-    return obj
-
-
 class _Fuzzer:
     """Mutated copies of one valid .pnz file, by kind: 0 byte flips, 1 truncation, 2 bytes inserted
     or deleted, 3-5 one edit of the JSON header and 6 three edits (re-signed, so that they reach
@@ -639,33 +573,22 @@ class _Fuzzer:
         self.header, self.body = _split(data)
         self.header_end = len(data) - len(self.body)
         self.text = json.dumps(self.header)
-        self.paths = _paths(self.header)
+        self.paths = json_paths(self.header)
         self.keys = list(_chunks(self.header, self.body))
 
     def mutate(self, kind: int) -> bytes:
         rng, data = self.rng, self.data
-        if kind == 0:  # byte flips, half of them in the prefix and header
-            b = bytearray(data)
-            for _ in range(int(rng.integers(1, 5))):
-                hi = self.header_end if rng.random() < 0.5 else len(b)
-                b[int(rng.integers(hi))] ^= int(rng.integers(1, 256))
-            return bytes(b)
-        if kind == 1:
-            return data[: int(rng.integers(len(data)))]
-        if kind == 2:
-            i = int(rng.integers(len(data)))
-            if rng.random() < 0.5:
-                return data[:i] + rng.bytes(int(rng.integers(1, 17))) + data[i:]
-            return data[:i] + data[i + int(rng.integers(1, 17)) :]
+        if kind < 3:  # byte flips (half in the prefix and header), a truncation, bytes in or out
+            return mutate_bytes(rng, data, kind, self.header_end)
         if kind < 7:
             h = json.loads(self.text)
             for _ in range(1 if kind < 6 else 3):
-                h = _mutate_json(rng, h, self.paths)
+                h = mutate_json(rng, h, self.paths, _POOL, _NAMES, _NAMES)
             return _join(h, self.body)
         if kind == 7:
             h = json.loads(self.text)
             chunks = _chunks(h, self.body)
-            key = _pick(rng, self.keys)
+            key = pick(rng, self.keys)
             b = bytearray(chunks[key])
             r = rng.random()
             if r < 0.4 and b:
@@ -678,7 +601,7 @@ class _Fuzzer:
                 i = int(rng.integers(len(b)))
                 del b[i : i + int(rng.integers(1, 4))]
             else:
-                b = bytearray(chunks[_pick(rng, self.keys)])  # another section's bytes
+                b = bytearray(chunks[pick(rng, self.keys)])  # another section's bytes
             chunks[key] = bytes(b)
             if rng.random() < 0.3:  # and a count to go with it
                 rec = h["tensors"][key[0]]
@@ -693,29 +616,11 @@ class _Fuzzer:
         elif field == 1:
             flags = int(rng.integers(1, 65536))
         elif field == 2:
-            hlen = max(0, hlen + _pick(rng, [-1, 1]) * int(rng.integers(1, 40)))
+            hlen = max(0, hlen + pick(rng, [-1, 1]) * int(rng.integers(1, 40)))
         else:
             crc ^= int(rng.integers(1, 2**32))
         return _PREFIX.pack(magic, version, flags, hlen, crc) + data[_PREFIX.size :]
 
-
-@contextlib.contextmanager
-def _hang_guard(seconds):
-    """Fail instead of hanging: SIGALRM after `seconds` (where the platform has it)."""
-    if not hasattr(signal, "setitimer"):
-        yield
-        return
-
-    def fire(*_):
-        raise TimeoutError(f"the fuzz loop ran past {seconds} s: a load hangs")
-
-    old = signal.signal(signal.SIGALRM, fire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def test_fuzzed_files_raise_only_format_errors(small_pnz):
@@ -726,7 +631,7 @@ def test_fuzzed_files_raise_only_format_errors(small_pnz):
     unexpected = []
     slowest = 0.0
     t_start = time.perf_counter()
-    with _hang_guard(120):
+    with hang_guard(120):
         for i in range(n_files):
             data = fuzzer.mutate(i % kinds)
             t0 = time.perf_counter()

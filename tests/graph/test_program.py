@@ -8,12 +8,10 @@ one by one, and a seeded fuzz of mutated files that must raise only ModelFormatE
 from __future__ import annotations
 
 import builtins
-import contextlib
 import json
 import math
 import os
 import pickle
-import signal
 import subprocess
 import sys
 import textwrap
@@ -24,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import safetensors.numpy
+from file_fuzz import hang_guard, json_paths, mutate_bytes, mutate_json
 from op_db import OP_DB
 from op_samples import outputs
 from train_steps import cross_entropy_step
@@ -644,68 +643,7 @@ _POOL = [None, True, False, 0, 1, -1, 2, 7, 2**31, 2**63, 10**30, 0.5, -2.5, 1e3
          {"device": "cuda:x"}, {"ellipsis": 1}]
 
 
-def _pick(rng, seq):
-    return seq[int(rng.integers(len(seq)))]
-
-
-def _paths(obj) -> list:
-    """The path (keys from the root) of every node of a JSON tree, the root's () included."""
-    out, stack = [], [((), obj)]
-    while stack:
-        path, o = stack.pop()
-        out.append(path)
-        if isinstance(o, dict):
-            stack.extend(((*path, k), v) for k, v in o.items())
-        elif isinstance(o, list):
-            stack.extend(((*path, i), v) for i, v in enumerate(o))
-    return out
-
-
-def _get(obj, path):
-    for k in path:
-        obj = obj[k]
-    return obj
-
-
-def _mutate_json(rng, obj, paths, ops):
-    """One structural edit at a random one of `paths` (paths into obj): replace, delete, add,
-    renumber, rename or copy another part over it. Returns the (new) root."""
-    path = _pick(rng, paths)
-    try:
-        parent, key = (_get(obj, path[:-1]), path[-1]) if path else (None, None)
-        old = _get(obj, path)
-    except (KeyError, IndexError, TypeError):  # an earlier edit moved it
-        return obj
-    if path and not isinstance(parent, (dict, list)):  # ... or replaced its parent
-        return obj
-    if parent is None:
-        return _pick(rng, [[], {}, None, 0, "x"]) if rng.random() < 0.5 else obj
-    r = rng.random()
-    if r < 0.35:
-        parent[key] = json.loads(json.dumps(_pick(rng, _POOL)))  # a fresh copy
-    elif r < 0.5:
-        del parent[key]
-    elif r < 0.6:
-        if isinstance(old, dict):
-            old[_pick(rng, ["extra", "kind", "op", "node", "value", "float", "tuple"])] = 1
-        elif isinstance(old, list):
-            old.append(old[0] if old and rng.random() < 0.5 else int(rng.integers(-2, 100)))
-        else:
-            parent[key] = [old]
-    elif r < 0.85 and isinstance(old, int) and not isinstance(old, bool):
-        parent[key] = _pick(rng, [old + 1, old - 1, -old - 1, old * 1000 + 7, 0, 2**40])
-    elif r < 0.9 and isinstance(old, str):
-        parent[key] = _pick(rng, ops) if rng.random() < 0.5 else old[::-1] + "x"
-    else:
-        other = _pick(rng, paths)
-        if other and other[: len(path)] != path and path[: len(other)] != other:
-            try:
-                parent[key] = json.loads(json.dumps(_get(obj, other)))
-            except (KeyError, IndexError, TypeError):
-                parent[key] = None
-        else:
-            parent[key] = None
-    return obj
+_KEYS = ["extra", "kind", "op", "node", "value", "float", "tuple"]
 
 
 class _Fuzzer:
@@ -723,55 +661,25 @@ class _Fuzzer:
         self.header_len = len(data) - len(self.buf)
         self.meta = self.header["__metadata__"]
         self.text = self.meta["program"]
-        self.paths = _paths(json.loads(self.text))
+        self.paths = json_paths(json.loads(self.text))
         self.header_text = json.dumps(self.header)
-        self.header_paths = _paths(self.header)
+        self.header_paths = json_paths(self.header)
         self.ops = sorted(op_registry())
 
     def mutate(self, kind: int) -> bytes:
         rng, data = self.rng, self.data
-        if kind == 0:  # byte flips, half of them in the header
-            b = bytearray(data)
-            for _ in range(int(rng.integers(1, 5))):
-                hi = self.header_len if rng.random() < 0.5 else len(b)
-                b[int(rng.integers(hi))] ^= int(rng.integers(1, 256))
-            return bytes(b)
-        if kind == 1:
-            return data[: int(rng.integers(len(data)))]
-        if kind == 2:
-            i = int(rng.integers(len(data)))
-            if rng.random() < 0.5:
-                return data[:i] + rng.bytes(int(rng.integers(1, 17))) + data[i:]
-            return data[:i] + data[i + int(rng.integers(1, 17)) :]
+        if kind < 3:  # byte flips (half in the header), a truncation, bytes in or out
+            return mutate_bytes(rng, data, kind, self.header_len)
         if kind < 7:
             p = json.loads(self.text)
             for _ in range(1 if kind < 6 else 3):
-                p = _mutate_json(rng, p, self.paths, self.ops)
+                p = mutate_json(rng, p, self.paths, _POOL, _KEYS, self.ops)
             text = json.dumps(p, separators=(",", ":"))
             crc = f"{zlib.crc32(text.encode('utf-8', 'surrogatepass')):08x}"
             return _join({**self.header, "__metadata__": {**self.meta, "program": text, "program_crc32": crc}},
                          self.buf)
-        header = _mutate_json(rng, json.loads(self.header_text), self.header_paths, self.ops)
+        header = mutate_json(rng, json.loads(self.header_text), self.header_paths, _POOL, _KEYS, self.ops)
         return _join(header if isinstance(header, dict) else {"__metadata__": header}, self.buf)
-
-
-@contextlib.contextmanager
-def _hang_guard(seconds):
-    """Fail instead of hanging: SIGALRM after `seconds` (where the platform has it)."""
-    if not hasattr(signal, "setitimer"):
-        yield
-        return
-
-    def fire(*_):
-        raise TimeoutError(f"the fuzz loop ran past {seconds} s: a load hangs")
-
-    old = signal.signal(signal.SIGALRM, fire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def test_fuzzed_files_raise_only_format_errors():
@@ -786,7 +694,7 @@ def test_fuzzed_files_raise_only_format_errors():
     unexpected = []
     slowest = 0.0
     t_start = time.perf_counter()
-    with _hang_guard(300):
+    with hang_guard(300):
         for i in range(n_files):
             data = fuzzer.mutate(i % kinds)
             t0 = time.perf_counter()
