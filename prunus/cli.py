@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(
         prog="prunus",
-        description="prunus: train, evaluate and export neural networks from the command line.",
+        description="prunus: train, evaluate, compress and export neural networks from the command line.",
         epilog="Run 'prunus <command> --help' for a command's options. Datasets are read from "
                "$PRUNUS_DATA (or ~/.cache/prunus); see README.md.",
     )
