@@ -161,8 +161,9 @@ LENET5 = DeepCompressionRecipe(
     bits={"conv1": 8, "conv2": 8, "fc1": 5, "fc2": 5},
     finetune_epochs=2,
     finetune_lr=1e-4,
-    index_bits=5,
-    notes="Han et al. 2015/2016: 66/12/8/19% kept (11.9x), 8-bit conv, 5-bit fc, 5-bit indices",
+    # 5-bit indices (the paper's) measured 36.7x, 6-bit 38.3x at the same 0.70% (seed 0)
+    index_bits=6,
+    notes="Han et al. 2015/2016: 66/12/8/19% kept (11.9x), 8-bit conv, 5-bit fc; 6-bit indices (paper: 5)",
 )
 
 RECIPES: dict = {"lenet_300_100": LENET_300_100, "lenet5": LENET5}
