@@ -152,7 +152,9 @@ LENET_300_100 = DeepCompressionRecipe(
 # lr 0.003, x0.1 after epochs 6 and 10.
 LENET5 = DeepCompressionRecipe(
     model="lenet5",
-    kept={"conv1": 0.66, "conv2": 0.12, "fc1": 0.08, "fc2": 0.19},
+    # fc1 7.5% where the paper keeps 8%: the paper's fractions give 11.9x, under the 12x target;
+    # measured (seed 0, 6-bit indices): 0.66% error pruned (12.5x), 0.66% at 40.0x in the end
+    kept={"conv1": 0.66, "conv2": 0.12, "fc1": 0.075, "fc2": 0.19},
     rounds=1,
     retrain_epochs=12,
     retrain_lr=0.003,
@@ -163,7 +165,8 @@ LENET5 = DeepCompressionRecipe(
     finetune_lr=1e-4,
     # 5-bit indices (the paper's) measured 36.7x, 6-bit 38.3x at the same 0.70% (seed 0)
     index_bits=6,
-    notes="Han et al. 2015/2016: 66/12/8/19% kept (11.9x), 8-bit conv, 5-bit fc; 6-bit indices (paper: 5)",
+    notes="Han et al. 2015/2016: 66/12/7.5/19% kept (12.5x; paper 8% fc1), 8-bit conv, 5-bit fc; "
+          "6-bit indices (paper: 5)",
 )
 
 RECIPES: dict = {"lenet_300_100": LENET_300_100, "lenet5": LENET5}
