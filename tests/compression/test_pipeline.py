@@ -182,8 +182,8 @@ def test_lenet5_recipe_runs():
     model = models.lenet5()
     res = P.deep_compression(model, _quick(P.LENET5), train, test, max_steps=2, quiet=True)
     assert res.stages[-1].name == "fine-tuned"
-    kept = {r.layer: round(r.kept_fraction, 2) for r in res.pruning}
-    assert kept == {"conv1": 0.66, "conv2": 0.12, "fc1": 0.08, "fc2": 0.19}
+    kept = {r.layer: round(r.kept_fraction, 3) for r in res.pruning}
+    assert kept == {"conv1": 0.66, "conv2": 0.12, "fc1": 0.075, "fc2": 0.19}
     assert model.conv1.parametrizations.weight[0].codebook.shape == (256,)
     assert model.fc1.parametrizations.weight[0].codebook.shape == (32,)
 
