@@ -10,6 +10,7 @@ line `prunus: error: ...` and exit code 1. Never a traceback for the user's mist
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from prunus.errors import ArgumentError, PrunusError
@@ -169,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
     c.add_argument("--data-root", help="folder with the dataset files (default: $PRUNUS_DATA)")
     c.add_argument("--download", action="store_true", help="download missing dataset files")
+    c.add_argument("--plots", metavar="DIR",
+                   help="write each layer's weight histograms before pruning, after pruning and "
+                        "after quantization as PNG files here (needs prunus[plot])")
+    c.add_argument("--logdir", help="write the same histograms as TensorBoard event files here")
     c.add_argument("--quiet", action="store_true", help="no progress output")
     c.set_defaults(func=cmd_compress)
     return parser
@@ -351,13 +356,44 @@ def cmd_compress(args) -> int:
     arch = {"model": meta["model"], "kwargs": {"num_classes": int(meta.get("num_classes", 10))}}
     file_meta = {"dataset": dataset, "checkpoint": os.path.basename(args.checkpoint),
                  "seed": args.seed, "method": args.recipe}
+    snapshots = _WeightSnapshots(list(recipe.bits), enabled=bool(args.plots or args.logdir))
     result = deep_compression(model, recipe, loader, DataLoader(test_set, batch_size=1000),
                               args.output, arch=arch, meta=file_meta,
                               epochs_retrain=args.epochs_retrain, max_steps=args.limit_steps,
-                              quiet=args.quiet)
+                              quiet=args.quiet, on_stage=snapshots.record)
+    snapshots.write(args.plots, args.logdir)
     print(report.format_table(result.info, result.accuracies))
     print(result.format_stages())
     return 0
+
+
+class _WeightSnapshots:
+    """The compressed layers' weights before pruning, after pruning and after quantization (the
+    lecture's pictures), written as PNG histograms and/or TensorBoard histograms."""
+
+    STAGES = (("baseline", "before pruning"), ("retrained", "after pruning"),
+              ("fine-tuned", "after quantization"))
+
+    def __init__(self, layers, enabled):
+        self.layers, self.enabled, self.values = layers, enabled, {}
+
+    def record(self, stage, model):
+        label = dict(self.STAGES).get(stage)
+        if self.enabled and label is not None:
+            from prunus.compression import report
+
+            for layer in self.layers:
+                self.values.setdefault(layer, {})[label] = report.layer_weights(model, f"{layer}.weight")
+
+    def write(self, plots, logdir):
+        from prunus.compression import report
+
+        for layer, stages in self.values.items():
+            if plots:
+                report.plot_weight_histograms(stages, os.path.join(plots, f"{layer}_weights.png"),
+                                              title=f"{layer} weights")
+            if logdir:
+                report.log_weight_histograms(stages, logdir, layer=layer)
 
 
 def _one_line(e: BaseException) -> str:

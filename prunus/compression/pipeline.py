@@ -347,7 +347,7 @@ def encode(model, path, *, arch, index_bits=5, meta=None):
 
 def deep_compression(model, recipe: DeepCompressionRecipe, train_loader, test_loader, output=None, *,
                      arch=None, meta=None, epochs_retrain=None, max_steps=None, quiet=False,
-                     log=None) -> CompressionResult:
+                     log=None, on_stage=None) -> CompressionResult:
     """Run Deep Compression on `model` (trained) in place and return a CompressionResult.
 
     Stages: baseline -> pruned -> retrained (per round) -> quantized -> fine-tuned -> encoded
@@ -356,7 +356,8 @@ def deep_compression(model, recipe: DeepCompressionRecipe, train_loader, test_lo
     the fine-tuned one). Accuracy: top-1 on test_loader after each stage. epochs_retrain overrides
     the recipe's retrain epochs (0: prune without retraining); max_steps caps every training
     stage's optimizer steps (smoke runs). Progress bars and stage lines go to stderr unless quiet;
-    `log` (a callable taking a line) replaces the stage lines."""
+    `log` (a callable taking a line) replaces the stage lines. `on_stage(name, model)` is called
+    after the baseline, retrained, quantized and fine-tuned stages (e.g. to record weights)."""
     if not isinstance(model, Module):
         raise ArgumentError(f"deep_compression: expected a Module, got {type(model).__name__}")
     if not isinstance(recipe, DeepCompressionRecipe):
@@ -373,10 +374,13 @@ def deep_compression(model, recipe: DeepCompressionRecipe, train_loader, test_lo
     t0 = time.perf_counter()
     result.stages.append(Stage("baseline", evaluate_accuracy(model, test_loader), time.perf_counter() - t0))
     log(f"baseline accuracy {100 * result.stages[-1].accuracy:.2f}%")
+    on_stage = on_stage or (lambda name, m: None)
+    on_stage("baseline", model)
 
     result.stages += prune_and_retrain(model, recipe, train_loader, test_loader=test_loader,
                                        epochs=epochs_retrain, max_steps=max_steps, quiet=quiet, log=log)
     result.pruning = pruning_report(model)
+    on_stage("retrained", model)
     if not quiet:
         log("weights kept after pruning:\n" + format_report(result.pruning))
 
@@ -386,6 +390,7 @@ def deep_compression(model, recipe: DeepCompressionRecipe, train_loader, test_lo
     result.stages.append(Stage("quantized", evaluate_accuracy(model, test_loader), time.perf_counter() - t0))
     log(f"quantized ({', '.join(f'{k} {v} bits' for k, v in recipe.bits.items())}): accuracy "
         f"{100 * result.stages[-1].accuracy:.2f}%")
+    on_stage("quantized", model)
 
     if recipe.finetune_epochs:
         t0 = time.perf_counter()
@@ -394,6 +399,7 @@ def deep_compression(model, recipe: DeepCompressionRecipe, train_loader, test_lo
                            momentum=recipe.finetune_momentum, max_steps=max_steps, quiet=quiet)
         result.stages.append(Stage("fine-tuned", evaluate_accuracy(model, test_loader), time.perf_counter() - t0))
         log(f"fine-tuned: accuracy {100 * result.stages[-1].accuracy:.2f}%")
+        on_stage("fine-tuned", model)
 
     if output is not None:
         t0 = time.perf_counter()

@@ -164,9 +164,13 @@ def test_compress_smoke_run(tmp_path):
     pnz = tmp_path / "m.pnz"
     out = _run("compress", "--checkpoint", str(max(ckpt.iterdir())), "--dataset", "mnist",
                "--recipe", "deep-compression", "-o", str(pnz), "--epochs-retrain", "1",
-               "--limit-steps", "3", "--quiet", env=env)
+               "--limit-steps", "3", "--quiet", "--plots", str(tmp_path / "plots"),
+               "--logdir", str(tmp_path / "tb"), env=env)
     assert out.returncode == 0, out.stderr
     assert out.stderr == ""  # --quiet
+    for layer in ("fc1", "fc2", "fc3"):  # before pruning, after pruning, after quantization
+        assert (tmp_path / "plots" / f"{layer}_weights.png").read_bytes()[:4] == b"\x89PNG"
+    assert any((tmp_path / "tb").iterdir())
     assert "total (weights)" in out.stdout and "fine-tuned" in out.stdout and "encoded" in out.stdout
     assert pnz.stat().st_size < 60_000  # 8% of the weights at 6 bits, Huffman-coded
     # a missing checkpoint: one line, exit 1
