@@ -95,16 +95,11 @@ def main(argv=None) -> int:
         print(f"{title}:")
         for name, r in res.items():
             print(f"  {name:<24} {r['median_us'] / 1e3:>9.2f} ms  [{r['min_us'] / 1e3:.2f}-{r['max_us'] / 1e3:.2f}]")
-    if not args.no_json:
-        import datetime
+    import datetime
 
-        path = args.out or os.path.join(HERE, "results", "compression-"
-                                        + datetime.datetime.now().strftime("%Y-%m-%d-%H%M%S")
-                                        + f"-t{args.threads}.json")
-        core.write_json(path, {"schema": "prunus-bench-compression/1", "sizes": size,
-                               "accuracy": accs, "load": loads, "evaluate": evals,
-                               "machine": core.machine_info(args.threads)})
-        print(f"wrote {os.path.relpath(path)}")
+    core.save_results(args, "compression", datetime.datetime.now().astimezone(),
+                      {"schema": "prunus-bench-compression/1", "sizes": size, "accuracy": accs,
+                       "load": loads, "evaluate": evals, "machine": core.machine_info(args.threads)})
     return 0
 
 

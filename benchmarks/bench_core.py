@@ -827,6 +827,17 @@ def profile_prunus(cases: dict, iters: int, top: int) -> dict:
     return out
 
 
+def save_results(args, kind: str, started, payload: dict) -> None:
+    """Write payload to --out or benchmarks/results/<kind>-<date>-t<threads>.json (unless
+    --no-json) and say where."""
+    if args.no_json:
+        return
+    path = args.out or os.path.join(
+        HERE, "results", f"{kind}-{started.strftime('%Y-%m-%d-%H%M%S')}-t{args.threads}.json")
+    write_json(path, payload)
+    print(f"wrote {os.path.relpath(path)}")
+
+
 def write_json(path: str, payload: dict) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"
@@ -895,11 +906,7 @@ def main(argv=None) -> int:
     }
     if profile is not None:
         payload["profile"] = profile
-    if not args.no_json:
-        path = args.out or os.path.join(
-            HERE, "results", f"core-{started.strftime('%Y-%m-%d-%H%M%S')}-t{args.threads}.json")
-        write_json(path, payload)
-        print(f"wrote {os.path.relpath(path)}")
+    save_results(args, "core", started, payload)
     return 0
 
 

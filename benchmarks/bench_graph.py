@@ -663,11 +663,7 @@ def main(argv=None) -> int:
                "elapsed_s": round(elapsed, 2), "machine": machine, "config": cfg,
                "checks": checks, "results": results, "targets": targets, "memory": memory,
                "graphs": graphs, "breakdown": breakdowns}
-    if not args.no_json:
-        path = args.out or os.path.join(
-            HERE, "results", f"graph-{started.strftime('%Y-%m-%d-%H%M%S')}-t{args.threads}.json")
-        core.write_json(path, payload)
-        print(f"wrote {os.path.relpath(path)}")
+    core.save_results(args, "graph", started, payload)
     return 0
 
 

@@ -445,11 +445,7 @@ def main(argv=None) -> int:
     payload = {"schema": SCHEMA, "date": started.isoformat(timespec="seconds"),
                "elapsed_s": round(elapsed, 2), "machine": machine, "config": cfg,
                "checks": checks, "results": results, "breakdown": breakdowns}
-    if not args.no_json:
-        path = args.out or os.path.join(
-            HERE, "results", f"train-{started.strftime('%Y-%m-%d-%H%M%S')}-t{args.threads}.json")
-        core.write_json(path, payload)
-        print(f"wrote {os.path.relpath(path)}")
+    core.save_results(args, "train", started, payload)
     return 0
 
 

@@ -5,6 +5,7 @@ a hanging loader into a failure. tests/ is on pytest's pythonpath."""
 import contextlib
 import json
 import signal
+import time
 
 
 def pick(rng, seq):
@@ -107,3 +108,31 @@ def hang_guard(seconds):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
+
+
+def fuzz(load, fuzzer, n_files, expected, seconds):
+    """Load n_files mutations (kind i % fuzzer.KINDS) under a hang guard. Returns (outcomes,
+    summary, unexpected): outcomes counts {(kind, "loaded" or the exception's class name)};
+    `expected` are the exception classes a damaged file may raise; unexpected lists the first
+    five others as (file, kind, repr)."""
+    kinds = fuzzer.KINDS
+    outcomes, unexpected, slowest = {}, [], 0.0
+    t_start = time.perf_counter()
+    with hang_guard(seconds):
+        for i in range(n_files):
+            data = fuzzer.mutate(i % kinds)
+            t0 = time.perf_counter()
+            try:
+                load(data)
+                outcome = "loaded"
+            except expected as e:
+                outcome = type(e).__name__
+            except Exception as e:  # noqa: BLE001 - what the fuzz tests look for
+                outcome = type(e).__name__
+                if len(unexpected) < 5:
+                    unexpected.append((i, i % kinds, repr(e)[:300]))
+            slowest = max(slowest, time.perf_counter() - t0)
+            outcomes[(i % kinds, outcome)] = outcomes.get((i % kinds, outcome), 0) + 1
+    summary = (f"{n_files} files in {time.perf_counter() - t_start:.1f} s (slowest load "
+               f"{slowest * 1e3:.1f} ms): {sorted(outcomes.items())}")
+    return outcomes, summary, unexpected

@@ -15,14 +15,13 @@ import pickle
 import subprocess
 import sys
 import textwrap
-import time
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import safetensors.numpy
-from file_fuzz import hang_guard, json_paths, mutate_bytes, mutate_json
+from file_fuzz import fuzz, json_paths, mutate_bytes, mutate_json
 from op_db import OP_DB
 from op_samples import outputs
 from train_steps import cross_entropy_step
@@ -689,29 +688,9 @@ def test_fuzzed_files_raise_only_format_errors():
                          if isinstance(a, dict)}
     del prog
     fuzzer = _Fuzzer(base, seed=20261130)
-    n_files, kinds = 10_000, _Fuzzer.KINDS
-    outcomes: dict = {}
-    unexpected = []
-    slowest = 0.0
-    t_start = time.perf_counter()
-    with hang_guard(300):
-        for i in range(n_files):
-            data = fuzzer.mutate(i % kinds)
-            t0 = time.perf_counter()
-            try:
-                load_program_bytes(data)
-                outcome = "loaded"
-            except ModelFormatError as e:  # ChecksumError included
-                outcome = type(e).__name__
-            except Exception as e:  # noqa: BLE001 - what this test is looking for
-                outcome = type(e).__name__
-                if len(unexpected) < 5:
-                    unexpected.append((i, i % kinds, repr(e)[:300]))
-            slowest = max(slowest, time.perf_counter() - t0)
-            outcomes[(i % kinds, outcome)] = outcomes.get((i % kinds, outcome), 0) + 1
-    elapsed = time.perf_counter() - t_start
+    n_files = 10_000
+    outcomes, summary, unexpected = fuzz(load_program_bytes, fuzzer, n_files, ModelFormatError, 300)
     types = {o for _, o in outcomes}
-    summary = f"{n_files} files in {elapsed:.1f} s (slowest load {slowest * 1e3:.1f} ms): {sorted(outcomes.items())}"
     print(summary)
     assert types <= {"loaded", "ModelFormatError", "ChecksumError"}, (unexpected, summary)
     # the mutations bite: truncations, insertions and deletions are always caught, most other
