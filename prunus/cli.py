@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", required=True, help="compressed model file to write (.pnz)")
     c.add_argument("--epochs-retrain", type=_non_negative_int, metavar="N",
                    help="retrain epochs after pruning (default: the recipe's; 0: no retraining)")
+    c.add_argument("--prune-scope", choices=("layer", "global"),
+                   help="layer: each layer keeps the recipe's fraction; global: the same total, "
+                        "placed by one magnitude threshold over the layers (default: the recipe's)")
     c.add_argument("--index-bits", type=_positive_int, metavar="B",
                    help="bits per relative index in the file (default: the recipe's)")
     c.add_argument("--limit-steps", type=_positive_int, metavar="N",
@@ -345,6 +348,8 @@ def cmd_compress(args) -> int:
     recipe = get_recipe(meta["model"])
     if args.index_bits is not None:
         recipe = recipe.replace(index_bits=args.index_bits)
+    if args.prune_scope is not None:
+        recipe = recipe.replace(scope=args.prune_scope)
     dataset = args.dataset or meta.get("dataset", "mnist")
     if dataset not in DATASETS:
         raise ArgumentError(f"{args.checkpoint}: its metadata names dataset {dataset!r}; pass "

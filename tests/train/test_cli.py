@@ -144,10 +144,12 @@ def test_compress_help_and_bad_arguments(capsys):
         cli.main(["compress", "--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    for w in ("--checkpoint", "--recipe", "deep-compression", "--epochs-retrain", "--limit-steps", "-o"):
+    for w in ("--checkpoint", "--recipe", "deep-compression", "--epochs-retrain", "--limit-steps", "-o",
+              "--prune-scope"):
         assert w in out
     for argv in (["compress"], ["compress", "--checkpoint", "c", "-o", "x.pnz", "--recipe", "zip"],
-                 ["compress", "--checkpoint", "c", "-o", "x.pnz", "--epochs-retrain", "-1"]):
+                 ["compress", "--checkpoint", "c", "-o", "x.pnz", "--epochs-retrain", "-1"],
+                 ["compress", "--checkpoint", "c", "-o", "x.pnz", "--prune-scope", "all"]):
         with pytest.raises(SystemExit) as e:
             cli.main(argv)
         assert e.value.code == 2
@@ -164,6 +166,7 @@ def test_compress_smoke_run(tmp_path):
     pnz = tmp_path / "m.pnz"
     out = _run("compress", "--checkpoint", str(max(ckpt.iterdir())), "--dataset", "mnist",
                "--recipe", "deep-compression", "-o", str(pnz), "--epochs-retrain", "1",
+               "--prune-scope", "layer",  # the paper's per-layer fractions (the recipe: global)
                "--limit-steps", "3", "--quiet", "--plots", str(tmp_path / "plots"),
                "--logdir", str(tmp_path / "tb"), env=env)
     assert out.returncode == 0, out.stderr
@@ -172,6 +175,8 @@ def test_compress_smoke_run(tmp_path):
         assert (tmp_path / "plots" / f"{layer}_weights.png").read_bytes()[:4] == b"\x89PNG"
     assert any((tmp_path / "tb").iterdir())
     assert "total (weights)" in out.stdout and "fine-tuned" in out.stdout and "encoded" in out.stdout
+    kept = {line.split()[0]: line.split()[2] for line in out.stdout.splitlines() if line.startswith("fc")}
+    assert kept == {"fc1": "8.0%", "fc2": "9.0%", "fc3": "26.0%"}
     assert pnz.stat().st_size < 60_000  # 8% of the weights at 6 bits, Huffman-coded
     # a missing checkpoint: one line, exit 1
     out = _run("compress", "--checkpoint", str(tmp_path / "missing.safetensors"), "-o", str(pnz), env=env)
