@@ -101,7 +101,8 @@ def save_program(compiled_or_graph, path, *example_inputs, module=None) -> None:
     else the other), or the one a call with them traces (the call runs the function, once);
     without them the compiled function must hold exactly one cached graph.
     module: a Module whose parameter and buffer names label the state tensors in the file (a
-    CompiledModule's own module by default); other state tensors are named %<value index>.
+    CompiledModule's own module by default); optimizer state keeps its graph name ("exp_avg of
+    fc1.weight"), other state tensors are named %<value index>.
     """
     data = save_program_bytes(compiled_or_graph, *example_inputs, module=module)
     atomic_write(os.fspath(path), data)

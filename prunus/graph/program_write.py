@@ -131,7 +131,9 @@ class _Writer:
             if label is not None:
                 out["name"] = label
             arr = t.device.kernels.to_numpy(t.data)
-            out["tensor"] = self.add_tensor(label or f"{prefix}%{v.index}", arr, f"{where} ({v.kind})")
+            if label is None:  # optimizer state is named in the graph ("exp_avg of fc1.weight")
+                label = f"{prefix}{v.name}" if v.kind == STATE and v.name else f"{prefix}%{v.index}"
+            out["tensor"] = self.add_tensor(label, arr, f"{where} ({v.kind})")
         elif v.kind == INPUT:
             if not (isinstance(v.position, str) or type(v.position) is int):
                 raise ArgumentError(f"save_program: input {where} has position {v.position!r}")

@@ -7,7 +7,7 @@ initial_accumulator_value, created with the optimizer (so its state dict has the
 from __future__ import annotations
 
 from prunus.creation import full_like
-from prunus.optim.optimizer import Optimizer
+from prunus.optim.optimizer import Optimizer, step_counter
 
 
 class Adagrad(Optimizer):
@@ -36,7 +36,7 @@ class Adagrad(Optimizer):
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         for p in group["params"]:
-            self.state[p] = {"step": 0, "sum": full_like(p, group["initial_accumulator_value"])}
+            self.state[p] = {"step": step_counter(p), "sum": full_like(p, group["initial_accumulator_value"])}
 
     def _check(self, group):
         self._check_number(group, "lr_decay", lo=0.0)
@@ -53,11 +53,15 @@ class Adagrad(Optimizer):
             if g is None:
                 continue
             st = state[p]
-            t = st["step"] = st["step"] + 1
+            step = st["step"].add_(1)  # a tensor op: a compiled step keeps counting
             if maximize:
                 g = -g
             if wd:
                 g = g.add(p, alpha=wd)
             s = st["sum"]
             s.add_(g * g)
-            p.add_(g / s.sqrt().add_(eps), alpha=-lr / (1 + (t - 1) * lr_decay))
+            if lr_decay:  # lr / (1 + (t - 1) * lr_decay), from the step tensor, in p's precision
+                decay = (step.to(p.dtype) - 1).mul_(lr_decay).add_(1)
+                p.sub_((g / s.sqrt().add_(eps)).mul_(lr / decay))
+            else:
+                p.add_(g / s.sqrt().add_(eps), alpha=-lr)

@@ -6,8 +6,8 @@ m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g²; p -= lr/(1-b1^t) * m / (sqrt(v/(1-b2
 from __future__ import annotations
 
 from prunus.creation import zeros_like
-from prunus.ops.elementwise import maximum
-from prunus.optim.optimizer import Optimizer
+from prunus.ops.optim_update import adam_update
+from prunus.optim.optimizer import Optimizer, step_counter
 
 
 class Adam(Optimizer):
@@ -41,37 +41,30 @@ class Adam(Optimizer):
             self._check_number(group, "betas", lo=0.0, hi=1.0, hi_open=True, index=i)
 
     def _update(self, group):
-        lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-        amsgrad, maximize, decoupled = group["amsgrad"], group["maximize"], self._decoupled
-        state = self.state
+        # One fused op per group (prunus/ops/optim_update.py), which also advances the 0-d step
+        # tensors, so that a compiled training step replays Adam without retracing.
+        amsgrad = group["amsgrad"]
+        params, grads, ms, vs, vmaxs, steps = [], [], [], [], [], []
         for p in group["params"]:
-            g = p.grad
-            if g is None:
+            if p.grad is None:
                 continue
-            st = state.get(p)
+            st = self.state.get(p)
             if st is None:
-                st = state[p] = {"step": 0, "exp_avg": zeros_like(p), "exp_avg_sq": zeros_like(p)}
+                st = self.state[p] = {"step": step_counter(p), "exp_avg": zeros_like(p),
+                                      "exp_avg_sq": zeros_like(p)}
                 if amsgrad:
                     st["max_exp_avg_sq"] = zeros_like(p)
-            t = st["step"] = st["step"] + 1
-            m, v = st["exp_avg"], st["exp_avg_sq"]
-            if maximize:
-                g = -g
-            if wd:
-                if decoupled:
-                    p.mul_(1 - lr * wd)
-                else:
-                    g = g.add(p, alpha=wd)
-            m.mul_(b1).add_(g, alpha=1 - b1)
-            v.mul_(b2).add_(g * g, alpha=1 - b2)
+            params.append(p)
+            grads.append(p.grad)
+            ms.append(st["exp_avg"])
+            vs.append(st["exp_avg_sq"])
+            steps.append(st["step"])
             if amsgrad:
-                vmax = st["max_exp_avg_sq"]
-                v = vmax.copy_(maximum(vmax, v))
-            # sqrt(v/c)+eps = (sqrt(v) + eps*c)/c with c = sqrt(1-b2^t): folding c into the step
-            # size saves a pass over v (equal to PyTorch's order up to rounding)
-            c = (1 - b2**t) ** 0.5
-            denom = v.sqrt().add_(eps * c)
-            p.add_(m / denom, alpha=-lr * c / (1 - b1**t))
+                vmaxs.append(st["max_exp_avg_sq"])
+        if params:
+            adam_update(params, grads, ms, vs, vmaxs, steps, lr=group["lr"], betas=group["betas"],
+                        eps=group["eps"], weight_decay=group["weight_decay"], amsgrad=amsgrad,
+                        maximize=group["maximize"], decoupled=self._decoupled)
 
 
 class AdamW(Adam):

@@ -223,10 +223,21 @@ class Optimizer:
         self.state = state
 
 
+def step_counter(p, value=0.0) -> Tensor:
+    """A step count as PyTorch keeps it: a 0-d float32 tensor (on the parameter's device). A
+    tensor, not a Python int, so that a captured step reads and advances it on every replay."""
+    from prunus.creation import full
+
+    return full((), float(value), dtype="float32", device=p.device)
+
+
 def _restore(value, p, where, index, key):
     """A saved state value on the parameter's device and dtype, as a fresh copy."""
-    if key == "step":  # a counter; PyTorch keeps it as a 0-d tensor
-        return int(float(value.item() if hasattr(value, "item") else value))
+    if key == "step":  # a count (a 0-d tensor here and in PyTorch; older files: an int)
+        v = float(value.item() if hasattr(value, "item") else value)
+        if not math.isfinite(v) or v < 0 or v != int(v):
+            raise ArgumentError(f"{where}: state 'step' of parameter {index} must be a count >= 0, got {v!r}")
+        return step_counter(p, v)
     if isinstance(value, Tensor) or hasattr(value, "__array__"):
         if not isinstance(value, Tensor):
             value = Tensor(value)

@@ -7,7 +7,7 @@ momentum buffer buf = momentum*buf + g / (sqrt(v) + eps).
 from __future__ import annotations
 
 from prunus.creation import zeros_like
-from prunus.optim.optimizer import Optimizer
+from prunus.optim.optimizer import Optimizer, step_counter
 
 
 class RMSprop(Optimizer):
@@ -50,12 +50,12 @@ class RMSprop(Optimizer):
                 continue
             st = state.get(p)
             if st is None:
-                st = state[p] = {"step": 0, "square_avg": zeros_like(p)}
+                st = state[p] = {"step": step_counter(p), "square_avg": zeros_like(p)}
                 if momentum > 0:
                     st["momentum_buffer"] = zeros_like(p)
                 if centered:
                     st["grad_avg"] = zeros_like(p)
-            st["step"] += 1
+            st["step"].add_(1)  # an op, not a Python int: a compiled step keeps counting
             if maximize:
                 g = -g
             if wd:

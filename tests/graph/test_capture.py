@@ -51,6 +51,33 @@ def test_compiled_training_step_replays_eager_bit_for_bit(model):
     assert all(p.grad is not None for p in m.parameters())  # .grad is set by the replay too
 
 
+@pytest.mark.parametrize(("opt_cls", "kwargs", "traces"), [
+    (optim.Adam, {"weight_decay": 1e-4}, 2),
+    (optim.AdamW, {"amsgrad": True, "maximize": True}, 2),
+    (optim.RMSprop, {"momentum": 0.9, "centered": True}, 2),
+    (optim.Adagrad, {"lr_decay": 0.1}, 1),  # its state exists from the constructor on
+])
+def test_optimizers_with_step_counts_are_cached_and_replay_eager(opt_cls, kwargs, traces):
+    # the step counts are tensors the update advances, so replays count on (and the bias
+    # corrections follow) instead of freezing the traced step's count into the graph
+    xs, ys = _batches(3)
+    runs = []
+    for compiled in (False, True):
+        prunus.manual_seed(0)
+        m = models.lenet_300_100()
+        opt = opt_cls(m.parameters(), lr=1e-3, **kwargs)
+        step = cross_entropy_step(m, opt)
+        f = prunus.compile(step) if compiled else step
+        losses = [float(f(xs[i % 3], ys[i % 3])) for i in range(8)]
+        runs.append((losses, [p.detach().numpy().copy() for p in m.parameters()], f, opt))
+    (le, we, _, _), (lc, wc, f, opt) = runs
+    assert le == lc
+    for a, b in zip(we, wc):
+        np.testing.assert_array_equal(a, b)
+    assert f.traces == traces and len(f.cache) == 1
+    assert {st["step"].item() for st in opt.state.values()} == {8.0}
+
+
 def test_plain_sgd_step_is_cached_at_once_and_grads_match():
     le, _, _, me = _train(models.lenet_300_100, False, opt_kwargs={})
     lc, _, f, mc = _train(models.lenet_300_100, True, opt_kwargs={})

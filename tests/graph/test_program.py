@@ -137,23 +137,27 @@ def test_example_inputs_pick_the_graph_and_grad_mode_is_found():
         prog(a)
 
 
-def _sgd_step(model_fn, seed=0):
+def _sgd_step(model_fn, seed=0, adam=False):
     prunus.manual_seed(seed)
     m = model_fn()
-    opt = optim.SGD(m.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    if adam:
+        opt = optim.Adam(m.parameters(), lr=1e-3, weight_decay=5e-4)
+    else:
+        opt = optim.SGD(m.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
 
     step = cross_entropy_step(m, opt)
 
     return m, step
 
 
-@pytest.mark.parametrize("model", ["lenet_300_100", "lenet5"])
-def test_training_step_program_updates_its_own_weights_like_eager(tmp_path, model):
-    m, step = _sgd_step(getattr(models, model))
+@pytest.mark.parametrize(("model", "adam"), [("lenet_300_100", False), ("lenet5", False),
+                                           ("lenet_300_100", True)])
+def test_training_step_program_updates_its_own_weights_like_eager(tmp_path, model, adam):
+    m, step = _sgd_step(getattr(models, model), adam=adam)
     c = prunus.compile(step)
     xs, ys = _batches(5)
     c(xs[0], ys[0])
-    c(xs[1], ys[1])  # the first step made the momentum buffers; this graph is the cached one
+    c(xs[1], ys[1])  # the first step made the optimizer's buffers; this graph is the cached one
     path = tmp_path / "step.prunus"
     prunus.save_program(c, path, xs[1], ys[1], module=m)
     prog = prunus.load_program(path)
@@ -163,6 +167,9 @@ def test_training_step_program_updates_its_own_weights_like_eager(tmp_path, mode
     assert loaded == eager
     for name, p in m.named_parameters():
         np.testing.assert_array_equal(prog.state[name].numpy(), p.detach().numpy(), err_msg=name)
+    if adam:  # the program counts its own steps on (the bias corrections depend on them)
+        counts = {k: v.item() for k, v in prog.state.items() if k.startswith("step of ")}
+        assert counts and set(counts.values()) == {5.0}
     # the program dropped the .grad outputs: its parameters are its own state, not the model's
     assert prog.graph.grad_outputs == [] and prog.graph.cleared_grads == []
 

@@ -120,7 +120,7 @@ def test_matches_torch(name, kwargs, groups):
         assert sd["state"][k].keys() == tsd["state"][k].keys()
         for key, v in sd["state"][k].items():
             if key == "step":
-                assert v == tsd["state"][k][key].item()
+                assert v.item() == tsd["state"][k][key].item()
             else:
                 np.testing.assert_allclose(
                     v.numpy(), tsd["state"][k][key].numpy(), rtol=1e-10, atol=1e-13
@@ -155,6 +155,27 @@ def test_load_state_dict_copies_and_sets_hyperparameters():
     assert new.param_groups[0]["params"][0] is q
     buf = new.state[q]["momentum_buffer"]
     assert buf.data is not sd["state"][0]["momentum_buffer"].data  # a copy, not an alias
+
+
+@pytest.mark.parametrize("name", ["Adam", "RMSprop", "Adagrad"])
+def test_step_counts_are_tensors_and_older_int_counts_load(name):
+    p = prunus.tensor([1.0, 2.0], dtype=prunus.float64, requires_grad=True)
+    opt = getattr(optim, name)([p], lr=0.1)
+    for _ in range(3):
+        p.grad = prunus.tensor([1.0, -1.0], dtype=prunus.float64)
+        opt.step()
+    step = opt.state[p]["step"]
+    assert isinstance(step, prunus.Tensor) and step.shape == () and step.dtype is prunus.float32
+    assert step.item() == 3.0
+    sd = opt.state_dict()
+    sd["state"][0]["step"] = 3  # a state dict from before the counts were tensors
+    new = getattr(optim, name)([p], lr=0.1)
+    new.load_state_dict(sd)
+    assert new.state[p]["step"].item() == 3.0 and new.state[p]["step"] is not step
+    for bad in (-1, 2.5, float("nan")):
+        sd["state"][0]["step"] = bad
+        with pytest.raises(ArgumentError, match="state 'step' of parameter 0 must be a count"):
+            getattr(optim, name)([p], lr=0.1).load_state_dict(sd)
 
 
 def test_load_state_dict_mismatch():
@@ -288,12 +309,14 @@ def test_bad_input(make, err, match):
         make(ps)
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"momentum": 0.9, "weight_decay": 5e-4},
-    {"momentum": 0.9, "nesterov": True, "maximize": True},
-    {"weight_decay": 0.1},
+@pytest.mark.parametrize(("opt_cls", "kwargs"), [
+    (optim.SGD, {"momentum": 0.9, "weight_decay": 5e-4}),
+    (optim.SGD, {"momentum": 0.9, "nesterov": True, "maximize": True}),
+    (optim.SGD, {"weight_decay": 0.1}),
+    (optim.Adam, {"weight_decay": 0.1, "amsgrad": True}),
+    (optim.AdamW, {"maximize": True}),
 ])
-def test_sgd_split_over_threads_is_bitwise_the_unsplit_update(kwargs):
+def test_split_over_threads_is_bitwise_the_unsplit_update(opt_cls, kwargs):
     """A parameter over 2**17 elements is updated in ranges on several threads once prunus holds
     the threads (after a split convolution); elementwise, so bit for bit the one-thread result."""
     from prunus.backend import threads
@@ -308,7 +331,7 @@ def test_sgd_split_over_threads_is_bitwise_the_unsplit_update(kwargs):
             prunus.set_num_threads(n)
             threads.parallel_for(lambda lo, hi: None, 4)  # a split: prunus now holds the threads
             p = prunus.tensor(init, requires_grad=True)
-            opt = optim.SGD([p], lr=0.1, **kwargs)
+            opt = opt_cls([p], lr=0.1, **kwargs)
             for g in grads:
                 p.grad = prunus.tensor(g)
                 opt.step()

@@ -27,7 +27,8 @@ FRESH = _op_names(
     "CrossEntropyBackward", "Sigmoid", "Neg",
 )
 # ops that may read a value without returning a view of it or keeping it on the op
-READS_ONLY = FRESH | _op_names("Sum", "Mean", "SumTo", "CrossEntropy", "ConvBiasGrad", "SGDUpdate")
+READS_ONLY = FRESH | _op_names("Sum", "Mean", "SumTo", "CrossEntropy", "ConvBiasGrad", "SGDUpdate",
+                                   "AdamUpdate")
 
 
 def plan_inplace(graph) -> dict:
