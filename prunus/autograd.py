@@ -30,6 +30,10 @@ from prunus.errors import (
 Tensor = None  # set by prunus.tensor once the class exists (the two modules need each other)
 _new = object.__new__
 _next_seq = itertools.count().__next__  # creation order of recorded ops (see _run_backward)
+# The seq of the latest in-place change (mark_modified); in-place changes take numbers from the
+# same counter, so "changed after op was recorded" is `t._modified_at > op.seq`, and a backward
+# with nothing changed since an op was recorded checks nothing.
+_last_inplace = -1
 
 _grad_enabled = True
 _anomaly = False
@@ -129,6 +133,18 @@ class Op:
     """
 
     differentiable = True  # False for ops whose outputs never carry gradients (argmax, ==)
+    # Whether backward reads the values of the inputs (False for ops that need only shapes: Add,
+    # Reshape, Sum, ...) and of the output (found from backward's code: it reads self.out or
+    # self.output()). An input or output changed in place between forward and backward would
+    # give a silently wrong gradient; such a backward raises instead (see mark_modified).
+    saves_inputs = True
+    saves_output = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        backward = cls.__dict__.get("backward")
+        if backward is not None and "saves_output" not in cls.__dict__:
+            cls.saves_output = not {"out", "output"}.isdisjoint(backward.__code__.co_names)
 
     def forward(self, *arrays, **attrs):
         raise NotImplementedError(f"{type(self).__name__}.forward")
@@ -226,6 +242,40 @@ class Op:
 Function = Op  # PyTorch's name for the same idea (torch.autograd.Function)
 
 
+def mark_modified(*tensors) -> None:
+    """Note that `tensors` were just changed in place (the in-place ops and fused optimizer
+    updates call this). A recorded op whose backward reads one of them refuses to run afterwards
+    instead of computing its gradient from the new values (PyTorch's version counter). Changes
+    through .data, NumPy views, or a view or detach() of the tensor are not seen."""
+    global _last_inplace
+    s = _last_inplace = _next_seq()
+    for t in tensors:
+        t._modified_at = s
+        c = t._ctx
+        if c is not None:  # the output of a recorded op (changed under no_grad)
+            c._output_modified = s
+
+
+def _check_unmodified(op):
+    cls = type(op)
+    bad = None
+    if cls.saves_inputs:
+        for i, t in enumerate(op.inputs):
+            if getattr(t, "_modified_at", -1) > op.seq:
+                bad = f"its input {i} ({fmt_shape(t.shape)} {t.dtype.name})"
+                break
+    if bad is None and cls.saves_output and "_output_modified" in op.__dict__:
+        bad = "its output"
+    if bad is not None:
+        where = ("; it was recorded at:\n" + "".join(op._stack[-4:])) if "_stack" in op.__dict__ else \
+            " (run under prunus.autograd.detect_anomaly() to see where it was recorded)"
+        raise AutogradError(
+            f"{op.name}.backward: {bad} was changed in place after {op.name} ran, and its "
+            f"gradient needs the old values; make the change after backward, or on a clone"
+            f"{where}"
+        )
+
+
 def _explain_failure(op, inputs, exc):
     """Turn an array library's exception into a prunus error naming the op, shapes and dtypes."""
     explain = getattr(op, "explain", None)
@@ -300,6 +350,8 @@ def _run_backward(roots, root_grads, retain_graph, create_graph, inputs=None, al
                         g = r
             if captured is not None and op in wanted:
                 captured[op] = g
+            if _last_inplace > op.seq:  # something changed in place since op was recorded
+                _check_unmodified(op)
             in_grads = op.backward(g)
             inputs_ = op.inputs
             if type(in_grads) is not tuple:

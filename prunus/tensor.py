@@ -17,7 +17,8 @@ class Tensor:
     `Tensor(data, dtype=None, device=None, requires_grad=False)` is `prunus.tensor(...)`.
     """
 
-    __slots__ = ("__weakref__", "_ctx", "_hooks", "data", "device", "grad", "requires_grad")
+    # _modified_at: set only by an in-place change (autograd.mark_modified); unset reads as never
+    __slots__ = ("__weakref__", "_ctx", "_hooks", "_modified_at", "data", "device", "grad", "requires_grad")
     __array_priority__ = 1000  # numpy_scalar * tensor goes to Tensor.__rmul__, not NumPy
 
     def __init__(self, data, dtype=None, device=None, requires_grad=False):

@@ -401,3 +401,89 @@ def test_in_place_on_leaf_requiring_grad_is_refused_outside_no_grad():
     with prunus.no_grad():
         w.sub_(prunus.tensor([0.5, 0.5], dtype=prunus.float64))
     np.testing.assert_array_equal(w.detach().numpy(), [0.5, 1.5])
+
+
+# -- values changed in place between forward and backward ---------------------------------------
+
+
+def test_an_input_changed_in_place_after_use_refuses_backward():
+    w = leaf([1.0, 2.0, 3.0])
+    y = (w * w).sum()
+    with prunus.no_grad():
+        w.mul_(2.0)  # Mul's backward would read the new w: 2 * (2w) instead of 2w
+    with pytest.raises(AutogradError, match=r"Mul.backward: its input 0 \(\(3,\) float64\) was "
+                                            r"changed in place after Mul ran.*detect_anomaly"):
+        y.backward()
+
+
+def test_changes_that_backward_does_not_read_are_fine():
+    w = leaf([1.0, 2.0])
+    y = (w + 1.0).reshape(2, 1).sum()  # Add, Reshape and Sum need only shapes
+    with prunus.no_grad():
+        w.add_(1.0)
+    y.backward()
+    np.testing.assert_array_equal(w.grad.numpy(), [1.0, 1.0])
+    # a change before the op ran is what the op saw
+    v = leaf([1.0, 2.0])
+    with prunus.no_grad():
+        v.mul_(3.0)
+    (v * v).sum().backward()
+    np.testing.assert_array_equal(v.grad.numpy(), [6.0, 12.0])
+
+
+def test_an_output_changed_in_place_refuses_a_backward_that_reads_it():
+    w = leaf([0.5, 1.0])
+    y = prunus.exp(w)  # Exp's backward is grad * its output
+    with prunus.no_grad():
+        y.mul_(2.0)
+    with pytest.raises(AutogradError, match="Exp.backward: its output was changed in place"):
+        y.sum().backward()
+
+
+def test_setitem_and_optimizer_steps_count_as_changes():
+    w = leaf([1.0, 2.0])
+    y = (w * w).sum()
+    with prunus.no_grad():
+        w[0] = 5.0
+    with pytest.raises(AutogradError, match="Mul.backward: its input 0"):
+        y.backward()
+    # stepping before a second backward through a retained graph (the GAN pitfall)
+    from prunus import nn, optim
+
+    model = nn.Linear(3, 2)
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    loss = model(prunus.ones(4, 3)).pow(2).sum()
+    loss.backward(retain_graph=True)
+    opt.step()
+    with pytest.raises(AutogradError, match="Linear.backward: its input 1"):
+        loss.backward()
+
+
+def test_anomaly_mode_says_where_the_op_was_recorded():
+    w = leaf([1.0, 2.0])
+    with detect_anomaly():
+        y = (w * w).sum()
+        with prunus.no_grad():
+            w.mul_(2.0)
+        with pytest.raises(AutogradError, match="recorded at:(.|\n)*test_autograd.py"):
+            y.backward()
+
+
+def test_user_ops_reading_their_output_are_found_from_their_code():
+    class Square(Op):
+        def forward(self, x):
+            self.out = x * x
+            return self.out
+
+        def backward(self, g):
+            return g * 2 * self.inputs[0]
+
+    class Exp2(Op):
+        def forward(self, x):
+            self.out = np.exp(x)
+            return self.out
+
+        def backward(self, g):
+            return g * self.output()
+
+    assert Exp2.saves_output and not Square.saves_output and Square.saves_inputs

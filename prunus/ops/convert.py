@@ -9,6 +9,8 @@ from prunus.autograd import Op
 
 
 class Cast(Op):
+    saves_inputs = False  # backward needs only shapes
+
     def forward(self, a, dtype):
         return a.astype(dtype.np)
 
@@ -17,6 +19,8 @@ class Cast(Op):
 
 
 class ToDevice(Op):
+    saves_inputs = False  # backward needs only shapes
+
     def forward(self, a, device):
         src, self.out_device = self.device, device
         return device.kernels.from_numpy(src.kernels.to_numpy(a))

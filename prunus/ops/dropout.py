@@ -12,6 +12,8 @@ from prunus.tensor import Tensor
 class Dropout(Op):
     """x * mask / (1 - p), mask ~ Bernoulli(1 - p) per element (inverted dropout)."""
 
+    saves_inputs = False  # backward needs only the mask it drew
+
     def forward(self, x, p, generator):
         keep = numpy_generator(generator).random(x.shape) >= p
         scale = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p))

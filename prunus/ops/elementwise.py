@@ -17,6 +17,8 @@ from prunus.tensor import Tensor
 
 
 class Add(Elementwise):
+    saves_inputs = False  # backward needs only shapes
+
     def forward(self, a, b):
         return a + b
 
@@ -29,6 +31,8 @@ class Add(Elementwise):
 
 
 class Sub(Elementwise):
+    saves_inputs = False  # backward needs only shapes
+
     def forward(self, a, b):
         return a - b
 
@@ -158,6 +162,8 @@ def neg(x):
 
 
 class Neg(Elementwise):
+    saves_inputs = False  # backward needs only shapes
+
     def forward(self, a):
         if a.dtype == bool:
             raise DTypeError(f"Neg: negation of a bool tensor {fmt_shape(a.shape)}; use ~ instead")
@@ -273,6 +279,8 @@ class Abs(Elementwise):
 
 
 class Sign(Elementwise):
+    saves_inputs = False  # backward needs only shapes
+
     def forward(self, a):
         return self.xp.sign(a)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from prunus import autograd, dtypes
-from prunus.autograd import Op
+from prunus.autograd import Op, mark_modified
 from prunus.errors import CaptureError, DTypeError, IndexOutOfRangeError, ShapeError, fmt_shape
 from prunus.ops._util import describe, norm_dim
 from prunus.tensor import Tensor
@@ -155,6 +155,8 @@ def _check_broadcast(arrays, x, op):
 
 
 class Index(Op):
+    saves_inputs = False  # backward needs only shapes
+
     def forward(self, a, index, scatter):
         self.index, self.scatter = index, scatter
         return a[index]
@@ -165,6 +167,8 @@ class Index(Op):
 
 class IndexBackward(Op):
     """zeros(shape) with g added at `index` (repeated integer indices add up)."""
+
+    saves_inputs = False  # backward needs only shapes
 
     def forward(self, g, index, shape, scatter):
         self.index, self.scatter = index, scatter
@@ -208,6 +212,7 @@ def setitem_(x, index, value):
         v = Tensor._make(x.device.xp.asarray(value, dtype=x.dtype.np), x.device, False, None)
     try:
         SetItem.apply(x, v, index=idx)
+        mark_modified(x)
     except ShapeError:
         target = x.data[idx].shape
         raise ShapeError(

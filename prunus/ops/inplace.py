@@ -7,7 +7,7 @@ applications like any other step. They refuse tensors that require grad while gr
 from __future__ import annotations
 
 from prunus import dtypes
-from prunus.autograd import Op
+from prunus.autograd import Op, mark_modified
 from prunus.errors import DTypeError, ShapeError, fmt_shape
 from prunus.ops._util import constant, describe
 from prunus.tensor import Tensor
@@ -79,6 +79,7 @@ def _operand(x, other):
 def _run(x, cls, *others, op=None, **attrs):
     x._check_inplace(op or cls.__name__)
     cls.apply(x, *[_operand(x, o) for o in others], **attrs)
+    mark_modified(x)
     return x
 
 

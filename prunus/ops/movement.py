@@ -34,6 +34,8 @@ def _sizes(args, op):
 
 
 class Reshape(Op):
+    saves_inputs = False  # backward needs only shapes
+
     def forward(self, a, shape):
         return a.reshape(shape)
 
@@ -104,6 +106,8 @@ def unsqueeze(x, dim):
 
 
 class Permute(Op):
+    saves_inputs = False  # backward needs only shapes
+
     def forward(self, a, dims):
         self.dims = dims
         return a.transpose(dims)
@@ -164,6 +168,8 @@ def broadcast_array(xp, a, shape):
 
 
 class BroadcastTo(Op):
+    saves_inputs = False  # backward needs only shapes
+
     def forward(self, a, shape):
         return broadcast_array(self.xp, a, shape)
 
@@ -173,6 +179,8 @@ class BroadcastTo(Op):
 
 class SumTo(Op):
     """Sum a broadcast result back to `shape`: the adjoint of broadcast_to."""
+
+    saves_inputs = False  # backward needs only shapes
 
     def forward(self, a, shape):
         lead = a.ndim - len(shape)
@@ -238,6 +246,8 @@ def broadcast_tensors(*tensors):
 
 
 class Cat(Op):
+    saves_inputs = False  # backward needs only shapes
+
     def forward(self, *arrays, dim):
         self.dim = dim
         return self.xp.concatenate(arrays, axis=dim)
@@ -348,6 +358,8 @@ def chunk(x, chunks, dim=0):
 
 
 class Pad(Op):
+    saves_inputs = False  # backward needs only shapes
+
     def forward(self, a, widths, value):
         self.widths = widths
         return self.xp.pad(a, widths, mode="constant", constant_values=value)
@@ -378,6 +390,8 @@ def pad(x, pad, mode="constant", value=0.0):
 
 
 class Flip(Op):
+    saves_inputs = False  # backward needs only shapes
+
     def forward(self, a, dims):
         self.dims = dims
         return self.xp.flip(a, axis=dims)
@@ -393,6 +407,8 @@ def flip(x, dims):
 
 class Repeat(Op):
     """Tile `a` (PyTorch's Tensor.repeat)."""
+
+    saves_inputs = False  # backward needs only shapes
 
     def forward(self, a, reps):
         self.reps = reps
@@ -422,6 +438,8 @@ def repeat(x, *sizes):
 
 
 class Tril(Op):
+    saves_inputs = False  # backward needs only shapes
+
     def forward(self, a, diagonal):
         self.diagonal = diagonal
         return self.xp.tril(a, diagonal)
@@ -431,6 +449,8 @@ class Tril(Op):
 
 
 class Triu(Op):
+    saves_inputs = False  # backward needs only shapes
+
     def forward(self, a, diagonal):
         self.diagonal = diagonal
         return self.xp.triu(a, diagonal)
@@ -454,6 +474,8 @@ def triu(x, diagonal=0):
 
 
 class Contiguous(Op):
+    saves_inputs = False  # backward needs only shapes
+
     def forward(self, a):
         return self.xp.ascontiguousarray(a)
 
@@ -466,6 +488,8 @@ def contiguous(x):
 
 
 class Clone(Op):
+    saves_inputs = False  # backward needs only shapes
+
     def forward(self, a):
         return a.copy()
 

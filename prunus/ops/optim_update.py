@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 
-from prunus.autograd import Op
+from prunus.autograd import Op, mark_modified
 from prunus.tensor import Tensor
 
 _local = threading.local()
@@ -123,6 +123,7 @@ def sgd_update(params, grads, bufs, *, lr, momentum=0.0, dampening=0.0, weight_d
     inputs: list[Tensor] = [*params, *grads, *bufs]
     SGDUpdate.apply(*inputs, lr=lr, momentum=momentum, dampening=dampening,
                     weight_decay=weight_decay, nesterov=nesterov, maximize=maximize, fresh=fresh)
+    mark_modified(*params, *bufs)
 
 
 class AdamUpdate(Op):
@@ -198,3 +199,4 @@ def adam_update(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, *,
     AdamUpdate.apply(*inputs, lr=lr, beta1=betas[0], beta2=betas[1], eps=eps,
                      weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
                      decoupled=decoupled)
+    mark_modified(*params, *exp_avgs, *exp_avg_sqs, *(max_exp_avg_sqs if amsgrad else ()), *steps)

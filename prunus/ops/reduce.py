@@ -44,6 +44,8 @@ class Unreduce(Op):
     times `scale`: the backward of sum (scale 1) and mean (1/n) as one op, where reshape and
     broadcast_to were two. Its own gradient is the reduction again."""
 
+    saves_inputs = False  # backward needs only shapes
+
     def forward(self, g, shape, dims, keepdim, scale):
         self.dims, self.keepdim, self.scale = dims, keepdim, scale
         if not keepdim:
@@ -58,6 +60,8 @@ class Unreduce(Op):
 
 
 class Sum(Op):
+    saves_inputs = False  # backward needs only shapes
+
     def forward(self, a, dims, keepdim):
         self.dims, self.keepdim = dims, keepdim
         if a.dtype.kind in "biu":  # PyTorch sums bool and integers as int64
@@ -97,6 +101,8 @@ def mean(x, dim=None, keepdim=False, dtype=None):
 class Mean(Op):
     """A primitive rather than sum * (1/n): every loss ends in a mean, and one op is half the
     cost of the composite's three."""
+
+    saves_inputs = False  # backward needs only shapes
 
     def forward(self, a, dims, keepdim):
         self.dims, self.keepdim = dims, keepdim
