@@ -59,8 +59,6 @@ __all__ = ["checkpoint", "get_rng_state", "load", "restore", "save", "set_rng_st
 def save(obj, path) -> None:
     """Write `obj` (nested dict/list/tuple of tensors, NumPy arrays, bool/int/float/str/None) to
     `path` as one safetensors file, atomically: an interrupted save leaves the old file intact."""
-    import safetensors
-
     arrays: dict[str, np.ndarray] = {}
     structure = _encode(obj, [], arrays, path)
     metadata = {
@@ -69,6 +67,20 @@ def save(obj, path) -> None:
         "prunus_version": _prunus_version(),
         "structure": json.dumps(structure, allow_nan=False, separators=(",", ":")),
     }
+    atomic_write(os.fspath(path), safetensors_bytes(arrays, metadata))
+
+
+def safetensors_bytes(arrays: dict, metadata: dict | None = None) -> bytes:
+    """The safetensors file holding `arrays` (name -> little-endian, C-ordered NumPy array of a
+    dtype in _ST_DTYPE) and `metadata` (str -> str): the one writer behind every prunus file
+    (`save` here, `save_program` in prunus/graph/program_write.py).
+
+    Not in __all__: a building block for prunus's file formats, not a user-facing API. The
+    safetensors library lays out the bytes (header, offsets, padding); it keeps the metadata in
+    an unordered map, so the order of metadata keys in the header can differ from call to call.
+    """
+    import safetensors
+
     if hasattr(safetensors, "TensorSpec"):  # newer safetensors (0.8 here): pointers, no copy
         specs = {
             k: safetensors.TensorSpec(
@@ -81,8 +93,8 @@ def save(obj, path) -> None:
             k: {"dtype": _ST_DTYPE[a.dtype.name], "shape": list(a.shape), "data": a.tobytes()}
             for k, a in arrays.items()
         }
-    data = safetensors.serialize(specs, metadata=metadata)  # `arrays` keeps the pointers valid
-    atomic_write(os.fspath(path), data)
+    # `arrays` stays referenced until serialize returns, which keeps the data pointers valid
+    return bytes(safetensors.serialize(specs, metadata=metadata))
 
 
 _ST_DTYPE = {

@@ -182,6 +182,30 @@ def test_unsupported_values_are_refused_and_nothing_is_written(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["c.st"]
 
 
+def test_safetensors_bytes_is_the_one_writer(tmp_path):
+    """serialization.safetensors_bytes (behind save and save_program): the safetensors layout (an
+    8-byte little-endian header length, a JSON header with data offsets, the data) for every dtype,
+    0-d and empty arrays; a file from prunus.save is exactly its header and data."""
+    from prunus.serialization import _ST_DTYPE, safetensors_bytes
+
+    arrays = {f"a{i}": np.arange(6).reshape(2, 3).astype(d) for i, d in enumerate(NP_DTYPES)}
+    arrays |= {"scalar": np.asarray(np.float32(2.5)), "empty": np.zeros((0, 3), np.float64)}
+    raw = safetensors_bytes(arrays, {"k": "v"})
+    n, header = _header(raw)
+    assert header.pop("__metadata__") == {"k": "v"} and (8 + n) % 8 == 0
+    assert len(raw) == 8 + n + sum(a.nbytes for a in arrays.values())
+    for k, a in arrays.items():
+        start, end = header[k]["data_offsets"]
+        assert header[k]["dtype"] == _ST_DTYPE[a.dtype.name] and header[k]["shape"] == list(a.shape)
+        assert raw[8 + n + start : 8 + n + end] == a.tobytes()
+
+    prunus.save(arrays, tmp_path / "c.safetensors")
+    saved = (tmp_path / "c.safetensors").read_bytes()
+    n, header = _header(saved)
+    again = safetensors_bytes(arrays, header["__metadata__"])
+    assert _header(again) == (n, header) and again[8 + n :] == saved[8 + n :]
+
+
 # -- training resume ---------------------------------------------------------------------------
 
 

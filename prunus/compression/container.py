@@ -77,7 +77,7 @@ from prunus.compression.pruning import PruningMask, _host
 from prunus.compression.weight_sharing import SharedWeights
 from prunus.errors import ArgumentError
 from prunus.nn.module import Module, Parameter, _parametrization
-from prunus.nn.parametrize import register_parametrization
+from prunus.nn.utils.parametrize import register_parametrization
 from prunus.tensor import Tensor
 
 __all__ = [

@@ -22,8 +22,8 @@ import numpy as np
 
 from prunus.autograd import no_grad
 from prunus.errors import ArgumentError, DTypeError, fmt_shape
-from prunus.nn.module import Module
-from prunus.nn.parametrize import _parametrization, register_parametrization
+from prunus.nn.module import Module, _parametrization
+from prunus.nn.utils.parametrize import register_parametrization
 from prunus.tensor import Tensor
 
 __all__ = [

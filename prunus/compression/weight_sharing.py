@@ -25,7 +25,11 @@ from prunus.compression.pruning import (
 from prunus.errors import ArgumentError, DTypeError, IndexOutOfRangeError, ShapeError, fmt_shape
 from prunus.nn.conv import Conv2d
 from prunus.nn.module import Module, Parameter
-from prunus.nn.parametrize import is_parametrized, register_parametrization, remove_parametrizations
+from prunus.nn.utils.parametrize import (
+    is_parametrized,
+    register_parametrization,
+    remove_parametrizations,
+)
 from prunus.random import numpy_generator
 from prunus.tensor import Tensor
 

@@ -24,7 +24,7 @@ from prunus.graph.program_format import (
     _geom_cls,
     op_registry,
 )
-from prunus.serialization import _ST_DTYPE, _crc32, _prunus_version
+from prunus.serialization import _crc32, _prunus_version, safetensors_bytes
 
 FORMAT = "prunus.program"
 
@@ -63,7 +63,7 @@ class _Writer:
             "program": text,
             "program_crc32": f"{zlib.crc32(text.encode()):08x}",
         }
-        return _safetensors_bytes(self.arrays, metadata)
+        return safetensors_bytes(self.arrays, metadata)
 
     def graph(self, g: Graph, prefix: str) -> dict:
         """values, nodes, inputs, outputs of `g`; `prefix` names its tensors apart from other
@@ -250,23 +250,4 @@ def _float(x: float):
     if math.isfinite(x):
         return x
     return {"float": "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")}
-
-
-def _safetensors_bytes(arrays: dict, metadata: dict) -> bytes:
-    """The safetensors serialization of `arrays` (as prunus.serialization.save writes it)."""
-    import safetensors
-
-    if hasattr(safetensors, "TensorSpec"):  # newer safetensors: pointers, no copy
-        specs = {
-            k: safetensors.TensorSpec(dtype=a.dtype.name, shape=list(a.shape),
-                                      data_ptr=a.ctypes.data, data_len=a.nbytes)
-            for k, a in arrays.items()
-        }
-    else:  # older safetensors took the bytes themselves
-        specs = {
-            k: {"dtype": _ST_DTYPE[a.dtype.name], "shape": list(a.shape), "data": a.tobytes()}
-            for k, a in arrays.items()
-        }
-    return bytes(safetensors.serialize(specs, metadata=metadata))  # `arrays` keeps pointers valid
-
 

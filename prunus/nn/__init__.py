@@ -1,10 +1,8 @@
 """prunus.nn: Module and Parameter, layers, losses, `functional` and `init`, in PyTorch's names.
 
-Conv2d (conv.py), pooling layers (pooling.py), `nn.utils` and `nn.parametrize` live in their own
-files; parametrize is also reachable as PyTorch's `nn.utils.parametrize`.
+Conv2d (conv.py), pooling layers (pooling.py) and the rest live in their own files; `nn.utils` is
+a package as in PyTorch, holding `nn.utils.parametrize`, which `nn.parametrize` re-exports.
 """
-
-import sys as _sys
 
 from prunus.nn import functional, init, parametrize, utils
 from prunus.nn.activation import ELU, GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
@@ -22,11 +20,6 @@ from prunus.nn.loss import (
 from prunus.nn.module import Module, ModuleDict, ModuleList, Parameter, RemovableHandle, Sequential
 from prunus.nn.normalization import BatchNorm1d, BatchNorm2d, LayerNorm
 from prunus.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
-
-# PyTorch's spelling, torch.nn.utils.parametrize: utils is a module, not a package, so bind the
-# attribute and register the dotted name (then `import prunus.nn.utils.parametrize` works too)
-utils.parametrize = parametrize
-_sys.modules.setdefault("prunus.nn.utils.parametrize", parametrize)
 
 __all__ = [
     "ELU",

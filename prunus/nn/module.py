@@ -61,7 +61,7 @@ class RemovableHandle:
 
 
 def _parametrization(d: dict, name):
-    """The ParametrizationList (prunus/nn/parametrize.py) computing tensor `name` of the module
+    """The ParametrizationList (prunus/nn/utils/parametrize.py) computing tensor `name` of the module
     whose __dict__ is `d`, or None. They live in the submodule `parametrizations`, so
     parameters(), state_dict(), to() and optimizers see them as ordinary submodules."""
     modules = d.get("_modules")

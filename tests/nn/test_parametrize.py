@@ -1,6 +1,7 @@
-"""prunus.nn.parametrize (torch.nn.utils.parametrize): the parametrized value on each access,
-gradients to the original, chains, assignment through right_inverse, removal, caching, PyTorch's
-state_dict keys, Module.to / deepcopy / optimizers / compile on the original, and errors."""
+"""prunus.nn.utils.parametrize (torch.nn.utils.parametrize; prunus.nn.parametrize re-exports
+it): the parametrized value on each access, gradients to the original, chains, assignment through
+right_inverse, removal, caching, PyTorch's state_dict keys, Module.to / deepcopy / optimizers /
+compile on the original, and errors."""
 
 import copy
 
@@ -264,9 +265,15 @@ def test_a_compiled_function_reads_the_original_and_mask_live():
 
 
 def test_pytorch_import_path():
+    """The code lives in the package prunus.nn.utils, as torch.nn.utils.parametrize; every spelling
+    (and prunus.nn.parametrize, a re-export) gives the same functions."""
     import prunus.nn.utils.parametrize as TP
+    from prunus.nn.utils import parametrize as TP2
+    from prunus.nn.utils.parametrize import register_parametrization
 
-    assert TP is P and nn.utils.parametrize is P
+    assert TP is TP2 is nn.utils.parametrize and TP.__name__ == "prunus.nn.utils.parametrize"
+    assert register_parametrization is P.register_parametrization
+    assert P.__all__ == TP.__all__ and all(getattr(P, k) is getattr(TP, k) for k in TP.__all__)
 
 
 def test_errors_name_the_layer_and_the_tensor():

@@ -1,5 +1,6 @@
-"""Gradient clipping (clip_grad_norm_, clip_grad_value_) and the L1/L2 penalties of the lecture's
-regularization, to add to a loss: loss = data_loss + lam * l2_penalty(weights)."""
+"""prunus.nn.utils, as torch.nn.utils: gradient clipping (clip_grad_norm_, clip_grad_value_), the
+L1/L2 penalties of the lecture's regularization, to add to a loss (loss = data_loss + lam *
+l2_penalty(weights)), and `parametrize` (parametrize.py, torch.nn.utils.parametrize)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import math
 
 from prunus.autograd import no_grad
 from prunus.errors import ArgumentError, NonFiniteError
+from prunus.nn.utils import parametrize
 from prunus.ops.movement import stack
 from prunus.tensor import Tensor
+
+__all__ = ["clip_grad_norm_", "clip_grad_value_", "l1_penalty", "l2_penalty", "parametrize"]
 
 
 def _params(parameters) -> list:
