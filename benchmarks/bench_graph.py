@@ -77,6 +77,8 @@ TARGETS = [
 CONTENDERS = {
     "eager": "prunus eager",
     "compiled": "prunus.compile: the cached graph replayed by prunus.graph.Executor",
+    "compiled_module": "training only: prunus.compile(model) in the eager loop (loss, backward "
+                       "and SGD eager; the model's forward and backward run its graph)",
     "torch": "PyTorch eager (the torch.nn twin of bench_train.py, weights copied from prunus)",
     "onnxruntime": "ONNX Runtime CPUExecutionProvider on an ONNX export of the same model",
 }
@@ -134,14 +136,16 @@ class CompiledTrainer(bt.Trainer):
 
 
 def build_train(name):
-    """(eager prunus, compiled prunus, torch) trainers with the same starting weights and data."""
+    """(eager prunus, compiled step, compiled module, torch) trainers with the same starting
+    weights and data."""
     import prunus.models
 
     tp, tt = bt.build(name)
-    model = getattr(prunus.models, name)()
-    model.load_state_dict(tp.model.state_dict())
+    models = [getattr(prunus.models, name)() for _ in range(2)]
+    for m in models:
+        m.load_state_dict(tp.model.state_dict())
     xs, ys = bt.make_data()
-    return tp, CompiledTrainer(model, xs, ys), tt
+    return tp, CompiledTrainer(models[0], xs, ys), bt.Trainer("prunus", P.compile(models[1]), xs, ys), tt
 
 
 def _bitwise(what, a, b):
@@ -153,7 +157,7 @@ def _bitwise(what, a, b):
                              f"{a.size} elements, max abs diff {err:.3g}")
 
 
-def check_train(name, tp, tc, tt):
+def check_train(name, tp, tc, tm, tt):
     """CHECK_STEPS steps on each side: eager prunus vs torch within float32 tolerances
     (bench_train.check_steps), compiled vs eager prunus bit for bit (losses, gradients, weights).
     The compiled steps include the traces (the first SGD step makes the momentum buffers, so the
@@ -165,9 +169,15 @@ def check_train(name, tp, tc, tt):
         if lc != le:
             raise AssertionError(f"{name} step {s}: compiled loss {lc!r} != eager loss {le!r}")
         out[f"step{s}_loss"]["compiled"] = lc
+        lm = float(tm.step().item())
+        if lm != le:
+            raise AssertionError(f"{name} step {s}: compiled-module loss {lm!r} != eager loss {le!r}")
+        out[f"step{s}_loss"]["compiled_module"] = lm
     for (k, p), (_, q) in zip(tp.model.named_parameters(), tc.model.named_parameters()):
         _bitwise(f"{name}: gradient of {k} after {CHECK_STEPS} steps", p.grad, q.grad)
         _bitwise(f"{name}: {k} after {CHECK_STEPS} steps", p.detach(), q.detach())
+    for (k, p), (_, q) in zip(tp.model.named_parameters(), tm.model.named_parameters()):
+        _bitwise(f"{name}: {k} after {CHECK_STEPS} steps (compiled module)", p.detach(), q.detach())
     c = tc.compiled
     if not c.cache:
         raise AssertionError(f"{name}: the compiled step cached no graph: {c.not_cached}")
@@ -440,6 +450,8 @@ def ratios(res):
                 for who, m in res.items() if who != "compiled"})
     if "onnxruntime" in res:
         out["compiled_latency_over_ort"] = c / res["onnxruntime"]["median_us"]
+    if "compiled_module" in res:
+        out["compiled_module_vs_eager"] = res["eager"]["median_us"] / res["compiled_module"]["median_us"]
     return out
 
 
@@ -468,7 +480,7 @@ def print_results(results, machine, cfg):
           f"load avg {', '.join(f'{v:.2f}' for v in machine['loadavg_start'] or [])}")
     print("median over rounds [min–max]; x compiled = this contender's time / compiled's time "
           "(> 1: compiled faster)")
-    head = (f"{'case':<31} {'contender':<12} {'samples/s':>10}  {'µs/call':>9}  "
+    head = (f"{'case':<31} {'contender':<15} {'samples/s':>10}  {'µs/call':>9}  "
             f"{'spread µs (min–max)':>25}  {'x compiled':>10}  {'other CPUs':>10}")
     print(head)
     print("-" * len(head))
@@ -480,7 +492,7 @@ def print_results(results, machine, cfg):
             pct = 100 * (m["max_us"] - m["min_us"]) / m["median_us"]
             loads = [v for v in m["rounds_other_load_cpus"] if v is not None]
             ld = f"{max(loads):.2f}" if loads else "?"
-            print(f"{r['title'] if first else '':<31} {who:<12} "
+            print(f"{r['title'] if first else '':<31} {who:<15} "
                   f"{r['batch'] / m['median_us'] * 1e6:>10,.0f}  {core.fmt_us(m['median_us']):>9}  "
                   f"{spread:>18} ({pct:3.0f}%)  {m['median_us'] / c:>10.2f}  {ld:>10}")
             first = False
@@ -608,10 +620,11 @@ def main(argv=None) -> int:
         note = None
         if name.startswith("train_"):
             model = name[len("train_"):]
-            tp, tc, tt = build_train(model)
-            checks[name] = check_train(model, tp, tc, tt)
+            tp, tc, tm, tt = build_train(model)
+            checks[name] = check_train(model, tp, tc, tm, tt)
             checks[name]["compiled_traces_after_warmup"] = warm(tc.compiled, tc.step, name)
-            contenders = {"eager": tp.run, "compiled": tc.run, "torch": tt.run}
+            checks[name]["compiled_module_traces_after_warmup"] = warm(tm.model, tm.step, name)
+            contenders = {"eager": tp.run, "compiled": tc.run, "compiled_module": tm.run, "torch": tt.run}
             batch, compiled, graph = bt.BATCH, tc.compiled, tc.compiled.last_graph
         else:
             if infer is None:

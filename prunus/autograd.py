@@ -302,11 +302,14 @@ def _freed(op):
     )
 
 
-def _run_backward(roots, root_grads, retain_graph, create_graph, inputs=None, allow_unused=False, made=()):
+def _run_backward(roots, root_grads, retain_graph, create_graph, inputs=None, allow_unused=False, made=(),
+                  stop_at_inputs=False):
     """Propagate `root_grads` from `roots` back through the graph.
 
     With `inputs` None, gradients accumulate into the `.grad` of leaves that require grad.
-    Otherwise the gradients of `inputs` are returned and no `.grad` changes.
+    Otherwise the gradients of `inputs` are returned and no `.grad` changes; `stop_at_inputs`
+    also leaves the history behind non-leaf `inputs` alone (a compiled function's backward ends
+    at its arguments: prunus/graph/capture.py).
     """
     global _grad_enabled
     grads = {}
@@ -350,6 +353,8 @@ def _run_backward(roots, root_grads, retain_graph, create_graph, inputs=None, al
                         g = r
             if captured is not None and op in wanted:
                 captured[op] = g
+                if stop_at_inputs:
+                    continue
             if _last_inplace > op.seq:  # something changed in place since op was recorded
                 _check_unmodified(op)
             in_grads = op.backward(g)

@@ -104,6 +104,9 @@ def test_bench_graph_quick(tmp_path):
             assert 0 < m["min_us"] <= m["median_us"] <= m["max_us"], (name, who)
         assert r["ratios"]["compiled_vs_eager"] > 0
         assert data["checks"][name]["compiled_vs_eager"].startswith("bit-identical")
+        if name.startswith("train_"):  # the compiled Module in the eager loop, checked the same way
+            assert r["ratios"]["compiled_module_vs_eager"] > 0
+            assert data["checks"][name]["step1_loss"]["compiled_module"] == data["checks"][name]["step1_loss"]["prunus"]
     assert len(data["targets"]) == 5
     assert set(data["memory"]) == {"lenet_300_100", "lenet5"}
     for m in data["memory"].values():

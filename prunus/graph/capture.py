@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from prunus import autograd
 from prunus.errors import CaptureError
-from prunus.graph.ir import CONST, GRAD, INPUT, NODE, SAVED, STATE, Graph, Node, Ref
+from prunus.graph.ir import CONST, GRAD, INPUT, NODE, SAVED, STATE, Backward, Graph, Node, Ref
 from prunus.tensor import Tensor
 
 
@@ -47,6 +47,7 @@ class Tracer:
         self.names: dict | None = None  # id(parameter or buffer) -> its name in the module
         self.uncacheable: list[str] = []
         self.devices: set = set()
+        self.with_history: list = []  # returned tensors whose autograd history is alive
 
     # -- values ---------------------------------------------------------------------------
 
@@ -240,6 +241,8 @@ class Tracer:
     def finish(self, result) -> None:
         g = self.g
         g.out_tree = self._flatten(result)
+        if self.with_history:
+            self._add_backward()
         for pid, p in self.delivered.items():
             if p.grad is None:
                 g.cleared_grads.append(p)
@@ -260,6 +263,68 @@ class Tracer:
             if v.kind == STATE and isinstance(t, Tensor) and t.requires_grad:
                 v.name = v.name or "parameter"
 
+    def _add_backward(self) -> None:
+        """The function returned a tensor with live autograd history (a compiled Module called
+        for training): record its backward as well, from a placeholder for the gradient that
+        will arrive at it down to the function's arguments and the parameters it read, so that
+        later calls run the graph as one differentiable op (differentiable.py)."""
+        g = self.g
+        outs = {id(t): t for t in self.with_history}
+        if len(outs) > 1:
+            raise CaptureError(
+                f"a compiled function returned {len(outs)} tensors with autograd history; a "
+                "compiled call can be differentiable in one. Return the others detached, or "
+                "compile the whole training step (forward, backward and optimizer step)"
+            )
+        if self.delivered:
+            raise CaptureError(
+                "a compiled function ran a backward pass and also returned a tensor with autograd "
+                "history that backward did not use; return it detached, or leave the backward "
+                "to the caller"
+            )
+        (out,) = outs.values()
+        targets = self._grad_targets(out)
+        ph = Tensor._make(out.device.xp.ones_like(out.data), out.device, False, None)
+        v = g.add_value(INPUT, ph.shape, ph.data.dtype, name="grad of output")  # not an argument
+        self._bind(ph, v.index)
+        # the backward is traced by running it (as a compiled training step's is), on the
+        # placeholder and with the history kept: the eager result is returned to the caller,
+        # whose own backward must still find it
+        grads = autograd._run_backward((out,), (ph,), True, False, tuple(t for _, t in targets),
+                                       allow_unused=True, stop_at_inputs=True)
+        g.backward = Backward(self.val[id(out)], v.index, [k for k, _ in targets],
+                              [None if gr is None else self.value_of(gr) for gr in grads])
+        for val in g.values:  # a parameter frozen or unfrozen later needs another backward
+            t = val.tensor
+            if val.kind == STATE and isinstance(t, Tensor):
+                self._guard(("requires_grad", id(t)), f"requires_grad of a tensor {tuple(t.shape)}",
+                            lambda t=t: t.requires_grad, t.requires_grad)
+
+    def _grad_targets(self, out) -> list:
+        """[(target, tensor)]: what the backward of `out` ends at inside the graph: arguments
+        ("input", position) and tensors read live ("tensor", t), those that require grad."""
+        g = self.g
+        targets, seen_ops, seen = [], set(), set()
+        stack = [out._ctx]
+        while stack:
+            op = stack.pop()
+            if id(op) in seen_ops:
+                continue
+            seen_ops.add(id(op))
+            for t in op.inputs:
+                if not t.requires_grad or id(t) in seen:
+                    continue
+                seen.add(id(t))
+                vi = self.val.get(id(t))
+                kind = None if vi is None else g.values[vi].kind
+                if kind == INPUT:
+                    targets.append((("input", g.values[vi].position), t))
+                elif kind in (STATE, GRAD, CONST):
+                    targets.append((("tensor", t), t))
+                elif t._ctx is not None and t._ctx.inputs is not None:  # made inside: go on
+                    stack.append(t._ctx)
+        return targets
+
     def _input_position(self, pid):
         vi = self.val.get(pid)
         return None if vi is None or self.g.values[vi].kind != INPUT else self.g.values[vi].position
@@ -269,14 +334,14 @@ class Tracer:
             vi = self.val.get(id(x))
             if vi is None:
                 vi = self.value_of(x)
-            if x._ctx is not None and x._ctx.inputs is not None:  # history nobody backpropagated
-                raise CaptureError(
-                    f"a compiled function returned a tensor of shape {tuple(x.shape)} with autograd "
-                    "history that its backward did not use: compiled functions return tensors "
-                    "without history. Put the "
-                    "backward pass inside the compiled function (compile the whole training step), "
-                    "or call it under prunus.no_grad() for inference."
-                )
+            if x._ctx is not None and x._ctx.inputs is not None:  # its backward is still to come
+                if self.g.values[vi].kind != NODE:
+                    raise CaptureError(
+                        f"a compiled function returned a tensor of shape {tuple(x.shape)} with "
+                        "autograd history that it did not compute (an argument, or a tensor "
+                        "from outside, unchanged); use it outside the compiled function"
+                    )
+                self.with_history.append(x)
             self.g.outputs.append(vi)
             return ("t", len(self.g.outputs) - 1)
         if type(x) in (tuple, list):

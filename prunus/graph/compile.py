@@ -5,12 +5,17 @@ other arguments' values, the grad mode) traces the function, which also runs it,
 calls with that signature run the graph, after checking the guards recorded while tracing. A
 changed signature or a failed guard traces again (like tf.function): `cache` holds the graphs by
 signature and `retraces` counts the traces after the first.
+
+Results carry no autograd history, except when the function returns a tensor with history (a
+compiled Module called with grad on, for an eager loss and backward): then the graph also holds
+that tensor's backward and each call is one differentiable op (differentiable.py).
 """
 
 from __future__ import annotations
 
 from prunus import autograd
 from prunus.errors import ArgumentError, CaptureError
+from prunus.graph import differentiable
 from prunus.graph.capture import capture
 from prunus.graph.executor import Executor
 from prunus.tensor import Tensor
@@ -66,6 +71,8 @@ class Compiled:
         key = _signature(args, kwargs)
         for entry in self.cache.get(key, ()):
             if entry.guards_hold():
+                if entry.graph.backward is not None:
+                    return differentiable.call(entry, args, kwargs)
                 return entry.executor.run(args, kwargs)
         graph, result, reasons = capture(self.fn, *args, **kwargs)
         self.traces += 1
@@ -76,6 +83,8 @@ class Compiled:
             run_passes(graph, self.passes)
             self.cache.setdefault(key, []).append(_Entry(graph))
         self.last_graph = graph
+        if graph.backward is not None:  # the eager result, whose history the caller differentiates
+            return result
         return _detach(result)  # as a run of the graph returns it: no autograd history
 
     def graph_for(self, *args, **kwargs):

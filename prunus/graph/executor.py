@@ -5,6 +5,11 @@ An op's forward may look at `self.inputs` (shapes, requires_grad) and at the gra
 node gets an op object with the input Tensors it had while tracing (one reused wrapper per value)
 and runs in the grad mode it was recorded in. Ops that a later node refers to (a forward op whose
 saved activations its backward op reads) are kept until that node has run.
+
+A graph with a backward half (Graph.backward: a compiled call whose result stays differentiable)
+runs in two phases over one environment: `run_forward` up to the first node that reads the
+incoming gradient, `run_backward` the rest once the gradient is known. Liveness is planned over
+both, so what the backward reads stays alive in between and nothing else does.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 from prunus import autograd
 from prunus.errors import CaptureError
 from prunus.graph.ir import CONST, GRAD, NODE, SAVED, STATE, Graph, Ref, iter_refs
+from prunus.graph.passes._rewrite import external, reads
 from prunus.tensor import Tensor
 
 _new = object.__new__
@@ -48,7 +54,11 @@ class Executor:
     def _plan(self) -> None:
         """Last uses: which values and kept ops each node can drop after it runs."""
         g = self.graph
-        keep = set(g.outputs) | {vi for _, vi in g.grad_outputs}
+        keep = external(g)
+        self.split = len(g.nodes)  # where the backward half starts (Graph.backward)
+        if g.backward is not None:
+            gi = g.backward.grad_input
+            self.split = next((n.index for n in g.nodes if gi in reads(n)), len(g.nodes))
         last_value: dict = {}
         last_op: dict = {}
         saved_by: dict = {}
@@ -109,6 +119,26 @@ class Executor:
             p.grad = None  # drop last step's gradients now, not when the new ones arrive
         return self._finish(self._execute(env), args, kwargs)
 
+    def run_forward(self, args, kwargs):
+        """The forward half of a graph with a backward (see the module docstring): returns the
+        environment and the kept ops that `run_backward` continues from."""
+        g = self.graph
+        env = [None] * len(g.values)
+        for vi in g.inputs:
+            pos = g.values[vi].position
+            env[vi] = (args[pos] if isinstance(pos, int) else kwargs[pos]).data
+        ops: dict = {}
+        self._execute(env, ops, 0, self.split)
+        return env, ops
+
+    def run_backward(self, env, ops, grad) -> list:
+        """The backward half, given the gradient arriving at the output: the gradient arrays of
+        Graph.backward.targets (None where there is none)."""
+        b = self.graph.backward
+        env[b.grad_input] = grad
+        self._execute(env, ops, self.split, len(self.steps), load_live=False)
+        return [None if vi is None else env[vi] for vi in b.grads]
+
     def run_arrays(self, arrays) -> list:
         """Run on arrays given in input order; the flat list of output arrays (a branch or loop
         body of a control-flow op)."""
@@ -119,8 +149,8 @@ class Executor:
         env = self._execute(env)
         return [env[vi] for vi in g.outputs]
 
-    def _execute(self, env):
-        for vi, kind, t in self.live:
+    def _execute(self, env, ops=None, start=0, stop=None, load_live=True):
+        for vi, kind, t in self.live if load_live else ():
             if kind == GRAD:
                 if t.grad is None:
                     raise CaptureError("a gradient the compiled graph reads is None (guards should have caught this)")
@@ -129,14 +159,16 @@ class Executor:
                 env[vi] = self.fresh_consts[vi].copy()
             else:
                 env[vi] = t.data
-        ops: dict = {}
+        if ops is None:
+            ops = {}
+        steps = self.steps if start == 0 and stop is None else self.steps[start:stop]
         wrappers = self.wrappers
         dev = self.device
         array_type = dev.array_type
         prev_mode = mode = autograd._grad_enabled
         try:
             for (cls, ins, ws, out_i, attrs, refs, grad_mode, needs, inplace, keep, index,
-                 saved, drop_v, drop_o) in self.steps:
+                 saved, drop_v, drop_o) in steps:
                 op = _new(cls)
                 op.device = dev
                 arrays = [env[i] for i in ins]
@@ -170,7 +202,9 @@ class Executor:
                 w.data = None
         return env
 
-    def _finish(self, env, args, kwargs):
+    def _finish(self, env, args, kwargs, replace=None):
+        """The return structure; `replace` = (value index, Tensor) puts a Tensor made elsewhere
+        (a differentiable call's output) where that value is returned."""
         g = self.graph
         dev = self.device
         for target, vi in g.grad_outputs:
@@ -178,7 +212,8 @@ class Executor:
             p.grad = Tensor._make(env[vi], dev, False, None)
         for p in g.cleared_grads:
             p.grad = None
-        outs = [Tensor._make(env[vi], dev, False, None) for vi in g.outputs]
+        outs = [replace[1] if replace is not None and vi == replace[0] else Tensor._make(env[vi], dev, False, None)
+                for vi in g.outputs]
         return _unflatten(g.out_tree, outs)
 
 

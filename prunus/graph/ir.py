@@ -35,6 +35,20 @@ class Value:
         return f"%{self.index}"
 
 
+@dataclass(eq=False)
+class Backward:
+    """The backward half of a graph that a compiled call runs as one autograd op (see
+    prunus/graph/differentiable.py): nodes from the first one that reads `grad_input` (the
+    gradient arriving at value `output`) on compute `grads`, the gradients of `targets`:
+    ("input", position) for an argument, ("tensor", t) for a tensor the graph reads live (a
+    parameter). A grad is None where the output does not depend on its target."""
+
+    output: int
+    grad_input: int
+    targets: list
+    grads: list
+
+
 @dataclass(frozen=True)
 class Ref:
     """An attribute that refers into the graph: the op of node `node` itself (attr None), one of
@@ -104,6 +118,7 @@ class Graph:
         self.cleared_grads: list = []  # parameters whose .grad ends None
         self.cleared_grads_first: list = []  # parameters the function's zero_grad cleared
         self.guards: list[tuple] = []  # (description, fn, expected)
+        self.backward: Backward | None = None  # set when a call's result stays differentiable
         self.device = None  # set by capture: the one device the graph runs on
 
     # -- building -----------------------------------------------------------------------------
@@ -158,6 +173,12 @@ class Graph:
             who = f"input {target[1]}" if target[0] == "input" else names.get(id(target[1]), "a tensor")
             lines.append(f"  .grad of {who} <- %{vi}")
         lines.append("  return " + ", ".join(f"%{i}" for i in self.outputs))
+        b = self.backward
+        if b is not None:
+            for target, vi in zip(b.targets, b.grads):
+                who = f"input {target[1]}" if target[0] == "input" else names.get(id(target[1]), "a tensor")
+                lines.append(f"  backward: grad of {who} <- {'none' if vi is None else f'%{vi}'} "
+                             f"(from %{b.grad_input}, the grad of %{b.output})")
         text = "\n".join(lines)
         print(text, file=file)
         return text

@@ -135,6 +135,12 @@ def _select_graph(obj, example_inputs, module):
             f"save_program: expected a prunus.compile result, a Graph or a Program, got "
             f"{type(obj).__name__}"
         )
+    if graph.backward is not None:
+        raise ArgumentError(
+            "save_program: this graph is a differentiable call (traced with grad on, its result "
+            "keeps autograd history), which runs only inside prunus's autograd; save the graph "
+            "traced under prunus.no_grad() (inference) or a compiled whole training step"
+        )
     if module is not None:
         for name, t in [*module.named_parameters(), *module.named_buffers()]:
             names.setdefault(id(t), name)

@@ -204,8 +204,12 @@ def test_python_control_flow_on_values_fails_loudly(body, what):
 
 def test_returning_live_history_and_odd_values_fail_loudly():
     lin = nn.Linear(3, 2)
-    with pytest.raises(CaptureError, match="no_grad"):
-        prunus.compile(lin)(prunus.randn(2, 3))
+    # two differentiable outputs (one is fine: tests/graph/test_compiled_autograd.py)
+    with pytest.raises(CaptureError, match="returned 2 tensors with autograd history"):
+        prunus.compile(lambda x: (lin(x), lin(x) * 2))(prunus.randn(2, 3))
+    x = prunus.randn(2, 3, requires_grad=True)
+    with pytest.raises(CaptureError, match="did not compute"):
+        prunus.compile(lambda a: a)(x * 1)
     with pytest.raises(CaptureError, match="returned a object"):
         prunus.compile(lambda x: object())(prunus.randn(2))
     with pytest.raises(CaptureError, match="cache key"):

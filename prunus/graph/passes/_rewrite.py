@@ -42,8 +42,13 @@ def reads(node) -> list:
 
 
 def external(graph) -> set:
-    """Values that leave the graph: its outputs and the gradients it delivers."""
-    return set(graph.outputs) | {vi for _, vi in graph.grad_outputs}
+    """Values that leave the graph: its outputs, the gradients it delivers, and for a
+    differentiable call the gradients its backward returns."""
+    out = set(graph.outputs) | {vi for _, vi in graph.grad_outputs}
+    b = graph.backward
+    if b is not None:
+        out |= {vi for vi in b.grads if vi is not None} | {b.output}
+    return out
 
 
 def is_random(node) -> bool:
@@ -156,6 +161,10 @@ def replace_uses(graph, mapping: dict) -> None:
         _rewrite_attrs(n, fn)
     graph.outputs = [get(i, i) for i in graph.outputs]
     graph.grad_outputs = [(p, get(i, i)) for p, i in graph.grad_outputs]
+    b = graph.backward
+    if b is not None:
+        b.output, b.grad_input = get(b.output, b.output), get(b.grad_input, b.grad_input)
+        b.grads = [None if i is None else get(i, i) for i in b.grads]
 
 
 def remove_nodes(graph, dead) -> int:

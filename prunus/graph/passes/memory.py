@@ -14,6 +14,7 @@ Results are bit-identical: the same ufunc runs with `out=`.
 from __future__ import annotations
 
 from prunus.graph.ir import NODE, iter_refs
+from prunus.graph.passes._rewrite import external
 
 
 def _op_names(*names):
@@ -48,7 +49,7 @@ def plan_inplace(graph) -> dict:
                     ref_value_after[r.value] = n.index
                 else:
                     ref_node_last[r.node] = max(ref_node_last.get(r.node, -1), n.index)
-    keep = set(g.outputs) | {vi for _, vi in g.grad_outputs}
+    keep = external(g)
     mutated = {n.inputs[k] for n in g.nodes for k in n.mutates}
     count, saved_bytes = 0, 0
     for n in g.nodes:
