@@ -139,6 +139,7 @@ class Op:
     # give a silently wrong gradient; such a backward raises instead (see mark_modified).
     saves_inputs = True
     saves_output = False
+    returns_view = False  # forward may return a view of input 0 (Reshape, Permute, Index, ...)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -195,6 +196,10 @@ class Op:
         t.device = dev
         t.grad = None
         t._hooks = None
+        if cls.returns_view:  # a change through the view is a change of what it views
+            base = out.base
+            if base is not None and (base is a.data or base is a.data.base):
+                t._base = memory_owner(a)
         if _grad_enabled and cls.differentiable:
             if n == 1:
                 record = a.requires_grad
@@ -242,18 +247,36 @@ class Op:
 Function = Op  # PyTorch's name for the same idea (torch.autograd.Function)
 
 
+def memory_owner(t):
+    """The tensor whose memory `t` shares (t itself unless it is a view or a detach())."""
+    try:
+        return t._base
+    except AttributeError:
+        return t
+
+
+def _changed_at(t) -> int:
+    try:
+        return memory_owner(t)._modified_at
+    except AttributeError:
+        return -1
+
+
 def mark_modified(*tensors) -> None:
     """Note that `tensors` were just changed in place (the in-place ops and fused optimizer
-    updates call this). A recorded op whose backward reads one of them refuses to run afterwards
-    instead of computing its gradient from the new values (PyTorch's version counter). Changes
-    through .data, NumPy views, or a view or detach() of the tensor are not seen."""
+    updates call this). A recorded op whose backward reads one of them, or another view of the
+    same memory, refuses to run afterwards instead of computing its gradient from the new values
+    (PyTorch's version counter, shared by a tensor, its views and detach()es). Changes through
+    .data or NumPy are not seen."""
     global _last_inplace
     s = _last_inplace = _next_seq()
     for t in tensors:
-        t._modified_at = s
-        c = t._ctx
-        if c is not None:  # the output of a recorded op (changed under no_grad)
-            c._output_modified = s
+        owner = memory_owner(t)
+        owner._modified_at = s
+        for x in (t, owner):
+            c = x._ctx
+            if c is not None:  # the output of a recorded op (changed under no_grad)
+                c._output_modified = s
 
 
 def _check_unmodified(op):
@@ -261,7 +284,7 @@ def _check_unmodified(op):
     bad = None
     if cls.saves_inputs:
         for i, t in enumerate(op.inputs):
-            if getattr(t, "_modified_at", -1) > op.seq:
+            if _changed_at(t) > op.seq:
                 bad = f"its input {i} ({fmt_shape(t.shape)} {t.dtype.name})"
                 break
     if bad is None and cls.saves_output and "_output_modified" in op.__dict__:

@@ -17,8 +17,10 @@ class Tensor:
     `Tensor(data, dtype=None, device=None, requires_grad=False)` is `prunus.tensor(...)`.
     """
 
-    # _modified_at: set only by an in-place change (autograd.mark_modified); unset reads as never
-    __slots__ = ("__weakref__", "_ctx", "_hooks", "_modified_at", "data", "device", "grad", "requires_grad")
+    # _modified_at: set only by an in-place change (autograd.mark_modified); unset reads as never.
+    # _base: set on views and detach()es: the tensor whose memory they share (its own _base unset)
+    __slots__ = ("__weakref__", "_base", "_ctx", "_hooks", "_modified_at", "data", "device", "grad",
+                 "requires_grad")
     __array_priority__ = 1000  # numpy_scalar * tensor goes to Tensor.__rmul__, not NumPy
 
     def __init__(self, data, dtype=None, device=None, requires_grad=False):
@@ -184,8 +186,11 @@ class Tensor:
         return id(self)
 
     def detach(self) -> Tensor:
-        """The same data without history (shares memory)."""
-        return Tensor._make(self.data, self.device, False, None)
+        """The same data without history (shares memory, and so in-place changes: see
+        autograd.mark_modified)."""
+        d = Tensor._make(self.data, self.device, False, None)
+        d._base = autograd.memory_owner(self)
+        return d
 
     def detach_(self) -> Tensor:
         self._ctx = None

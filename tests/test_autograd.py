@@ -487,3 +487,33 @@ def test_user_ops_reading_their_output_are_found_from_their_code():
             return g * self.output()
 
     assert Exp2.saves_output and not Square.saves_output and Square.saves_inputs
+
+
+def test_views_and_detach_share_the_change_record():
+    w = leaf([1.0, 2.0, 3.0, 4.0])
+    y = (w * w).sum()
+    with prunus.no_grad():
+        w.detach().mul_(2.0)  # the same memory as w
+    with pytest.raises(AutogradError, match="Mul.backward: its input 0"):
+        y.backward()
+    v = leaf([1.0, 2.0, 3.0, 4.0])
+    y = (v * v).sum()
+    with prunus.no_grad():
+        v.view(2, 2)[0].zero_()  # a view of a view: the change reaches v
+    with pytest.raises(AutogradError, match="Mul.backward: its input 0"):
+        y.backward()
+    # an output changed through a view of it
+    u = leaf([0.5, 1.0])
+    e = prunus.exp(u)
+    with prunus.no_grad():
+        e.reshape(2, 1).mul_(3.0)
+    with pytest.raises(AutogradError, match="Exp.backward: its output"):
+        e.sum().backward()
+    # a copy is not a view: changing it is fine
+    c = leaf([1.0, 2.0])
+    y = (c * c).sum()
+    with prunus.no_grad():
+        c.clone().mul_(5.0)
+        c[[0, 1]].mul_(5.0)  # advanced indexing copies
+    y.backward()
+    np.testing.assert_array_equal(c.grad.numpy(), [2.0, 4.0])

@@ -156,6 +156,7 @@ def _check_broadcast(arrays, x, op):
 
 class Index(Op):
     saves_inputs = False  # backward needs only shapes
+    returns_view = True
 
     def forward(self, a, index, scatter):
         self.index, self.scatter = index, scatter

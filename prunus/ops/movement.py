@@ -35,6 +35,7 @@ def _sizes(args, op):
 
 class Reshape(Op):
     saves_inputs = False  # backward needs only shapes
+    returns_view = True
 
     def forward(self, a, shape):
         return a.reshape(shape)
@@ -107,6 +108,7 @@ def unsqueeze(x, dim):
 
 class Permute(Op):
     saves_inputs = False  # backward needs only shapes
+    returns_view = True
 
     def forward(self, a, dims):
         self.dims = dims
@@ -169,6 +171,7 @@ def broadcast_array(xp, a, shape):
 
 class BroadcastTo(Op):
     saves_inputs = False  # backward needs only shapes
+    returns_view = True
 
     def forward(self, a, shape):
         return broadcast_array(self.xp, a, shape)
