@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--limit-steps", type=_positive_int, metavar="N",
                    help="stop after N optimizer steps in total (for smoke runs)")
     t.add_argument("--no-val", action="store_true", help="skip evaluating the test set each epoch")
+    t.add_argument("--compile", action="store_true",
+                   help="run the model as a captured graph (prunus.compile: forward and its "
+                        "backward; the same results as eager, bit for bit)")
     t.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
     t.add_argument("--data-root", help="folder with the dataset files (default: $PRUNUS_DATA)")
     t.add_argument("--download", action="store_true", help="download missing dataset files")
@@ -240,7 +243,8 @@ def cmd_train(args) -> int:
         callbacks.append(TensorBoardLogger(args.logdir))
     meta = {"model": args.model, "num_classes": len(train_set.classes), "seed": args.seed,
             **{k: v for k, v in cfg.items() if v is not None}}
-    trainer = Trainer(model, opt, scheduler=sched, scheduler_interval=interval or "epoch",
+    net = prunus.compile(model) if args.compile else model  # checkpoints hold the same state
+    trainer = Trainer(net, opt, scheduler=sched, scheduler_interval=interval or "epoch",
                       callbacks=callbacks, device=args.device, topk=(1, 5), meta=meta)
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
     if args.resume:
@@ -252,7 +256,7 @@ def cmd_train(args) -> int:
             raise ArgumentError(f"--resume: {path} holds a {saved.get('model')!r} model, not {args.model!r}")
         trainer.meta = meta
         say(f"resumed from {path} at step {trainer.step} (epoch {trainer.epoch + 1}, batch {trainer.batch_in_epoch})")
-    say(f"training {args.model} on {cfg['dataset']}: {cfg['epochs']} epochs, batch {cfg['batch_size']}, "
+    say(f"training {args.model}{' (compiled)' if args.compile else ''} on {cfg['dataset']}: {cfg['epochs']} epochs, batch {cfg['batch_size']}, "
         f"{cfg['optimizer']} lr {cfg['lr']} (policy {cfg['lr_policy']}), weight decay {cfg['weight_decay']}")
     trainer.fit(loader, val_loader, epochs=cfg["epochs"], max_steps=args.limit_steps)
     if ckpt is not None and ckpt.last_saved is not None:

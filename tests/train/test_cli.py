@@ -110,6 +110,23 @@ def test_train_then_resume_then_eval(tmp_path):
     assert acc > 50  # 60 steps of SGD are far above chance (10%)
 
 
+def test_train_compiled_gives_the_eager_checkpoint(tmp_path):
+    from prunus.serialization import load
+
+    env = {"PRUNUS_DATA": str(_data_dir())}
+    weights = []
+    for flags in ([], ["--compile"]):
+        ckpt = tmp_path / ("compiled" if flags else "eager")
+        out = _run("train", "--model", "lenet5", "--epochs", "1", "--batch-size", "32",
+                   "--limit-steps", "6", "--checkpoint-dir", str(ckpt), "--no-val", *flags, env=env)
+        assert out.returncode == 0, out.stderr
+        assert ("training lenet5 (compiled) on mnist" in out.stderr) == bool(flags)
+        weights.append(load(ckpt / "checkpoint-step00000006.safetensors")["model"])
+    assert weights[0].keys() == weights[1].keys()
+    for k in weights[0]:
+        np.testing.assert_array_equal(weights[0][k].numpy(), weights[1][k].numpy(), err_msg=k)
+
+
 def test_export_onnx_and_program(tmp_path):
     env = {"PRUNUS_DATA": str(_data_dir())}
     ckpt = tmp_path / "ckpt"
