@@ -26,6 +26,7 @@ import bench_core as core  # (imports neither NumPy nor PyTorch at top level)
 
 def parse_args(argv=None):
     p = core.common_parser("compression", "case", quick_rounds=2, round_time=0.3)
+    p.description = __doc__.split("\n\n")[0]
     p.add_argument("--pnz", required=True, help="a .pnz file written by 'prunus compress'")
     p.add_argument("--checkpoint", required=True, help="the dense checkpoint it was compressed from")
     p.add_argument("--test-size", type=int, default=None, help="evaluate on the first N test images")

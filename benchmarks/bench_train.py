@@ -2,7 +2,8 @@
 
 Each contender runs a full training step on the same in-memory batch (128 random MNIST-shaped
 float32 images with random labels; 8 such batches are cycled, in the same order on both sides):
-forward, cross-entropy, zero_grad, backward, and an SGD step (momentum 0.9, weight decay 5e-4).
+forward, cross-entropy, zero_grad, backward, and an SGD step (momentum 0.9, weight decay 5e-4), or
+with --optimizer adam an Adam step (lr 1e-3, weight decay 5e-4; both frameworks' default Adam).
 The models are prunus.models.lenet_300_100 / lenet5 and torch.nn twins built here with the prunus
 model's weights copied in. Before timing, two steps on each side must give the same losses and
 updated weights (allclose, float32 tolerances), so the timings compare equal work.
@@ -17,6 +18,7 @@ extra steps, and the top ops by self time are listed in µs per step.
     python benchmarks/bench_train.py --threads 1
     python benchmarks/bench_train.py --quick         # a few seconds, for smoke tests
     python benchmarks/bench_train.py --only lenet5
+    python benchmarks/bench_train.py --optimizer adam
 
 Thread counts are fixed through environment variables before NumPy or PyTorch is imported (this
 module imports neither at top level), plus torch.set_num_threads.
@@ -39,6 +41,8 @@ SCHEMA = "prunus-bench-train/1"
 BATCH = 128
 N_BATCHES = 8  # distinct in-memory batches, cycled
 LR, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 5e-4
+ADAM_LR = 1e-3
+OPTIMIZER = "sgd"  # or "adam" (--optimizer); bench_graph.py uses the SGD step
 MODELS = {
     "lenet_300_100": "LeNet-300-100 train step, b128",
     "lenet5": "LeNet-5 train step, b128",
@@ -54,6 +58,8 @@ def parse_args(argv=None):
                    help="prunus steps timed op by op for the breakdown (default: about 1 s worth, "
                         "--quick 3)")
     p.add_argument("--top", type=int, default=10, help="ops listed in the breakdown (default 10)")
+    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
+                   help="the update of each step (default: sgd, momentum 0.9)")
     return core.finish_args(p, p.parse_args(argv))
 
 
@@ -106,13 +112,15 @@ class Trainer:
 
             self.batches = [(P.tensor(x), P.tensor(y)) for x, y in zip(xs, ys)]
             self.loss_fn = prunus.nn.CrossEntropyLoss()
-            self.opt = prunus.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM,
-                                        weight_decay=WEIGHT_DECAY)
+            optim = prunus.optim
         else:
             self.batches = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in zip(xs, ys)]
             self.loss_fn = torch.nn.CrossEntropyLoss()
-            self.opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM,
-                                       weight_decay=WEIGHT_DECAY)
+            optim = torch.optim
+        if OPTIMIZER == "adam":
+            self.opt = optim.Adam(model.parameters(), lr=ADAM_LR, weight_decay=WEIGHT_DECAY)
+        else:
+            self.opt = optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
         model.train()
 
     def step(self):
@@ -170,7 +178,10 @@ def check_steps(name, tp, tt, steps=2):
     rtol 1e-4, atol 1e-5 (torch.testing's float32 atol); gradients rtol 1e-3, atol 1e-2 x their
     largest magnitude. The gradients need that much: with 2 threads, torch's LeNet-5 conv1 weight
     gradient (73,728 terms that largely cancel) was 2.5e-3 x its largest magnitude away from a
-    float64 reference, and prunus's 4e-7 x. Returns the max abs differences."""
+    float64 reference, and prunus's 4e-7 x. With Adam the weights get atol 5e-5 (5% of its lr): an
+    Adam step is about lr per weight whatever the gradient's size, so the last bits of a tiny
+    gradient (|g| near eps) move the weight by a fraction of lr. Returns the max abs differences."""
+    w_atol = 0.05 * ADAM_LR if OPTIMIZER == "adam" else 1e-5
     out = {}
     names = [k for k, _ in tp.model.named_parameters()]
     for s in range(1, steps + 1):
@@ -181,7 +192,7 @@ def check_steps(name, tp, tt, steps=2):
         d["grads"] = max(_close(f"{name} step {s}: gradient of {k}", g, h, 1e-3,
                                 1e-2 * float(h.abs().max()))
                          for k, (g, h) in zip(names, grads))
-        d["weights"] = max(_close(f"{name} step {s}: updated {k}", w, v, 1e-4, 1e-5)
+        d["weights"] = max(_close(f"{name} step {s}: updated {k}", w, v, 1e-4, w_atol)
                            for k, (w, v) in zip(names, weights))
         out[f"step{s}_max_abs_diff"] = d
         out[f"step{s}_loss"] = {"prunus": float(lp.item()), "torch": float(lt.item())}
@@ -327,7 +338,10 @@ def print_results(results, machine, cfg):
           f"numpy {machine['numpy_version']} (OpenBLAS threads {machine['openblas_threads']})  "
           f"torch {machine['torch_version']} (threads {machine['torch_threads']})  "
           f"load avg {', '.join(f'{v:.2f}' for v in machine['loadavg_start'] or [])}")
-    print("full step: forward, cross-entropy, zero_grad, backward, SGD(momentum 0.9, wd 5e-4); "
+    o = cfg["optimizer"]
+    update = (f"Adam(lr {o['lr']:g}, wd {o['weight_decay']:g})" if o["name"] == "Adam" else
+              f"SGD(momentum {o['momentum']:g}, wd {o['weight_decay']:g})")
+    print(f"full step: forward, cross-entropy, zero_grad, backward, {update}; "
           "samples/s: median over rounds [min–max over rounds]")
     head = (f"{'model':<32} {'contender':<9} {'samples/s':>10}  {'spread (min–max)':>24}  "
             f"{'ms/step':>8}  {'other CPUs':>10}")
@@ -383,8 +397,9 @@ def print_breakdown(title, b):
 
 
 def main(argv=None) -> int:
-    global np, torch, P
+    global np, torch, P, OPTIMIZER
     args = parse_args(argv)
+    OPTIMIZER = args.optimizer
     core.set_thread_env(args.threads)
     core.import_frameworks(args.threads)
     np, torch, P = core.np, core.torch, core.P
@@ -399,14 +414,16 @@ def main(argv=None) -> int:
     cfg = {"threads": args.threads, "rounds": args.rounds, "round_time_s": args.round_time,
            "quick": args.quick, "wait_quiet_s": args.wait_quiet, "gap_s": args.gap,
            "batch": BATCH, "distinct_batches": N_BATCHES, "dtype": "float32",
-           "optimizer": {"name": "SGD", "lr": LR, "momentum": MOMENTUM,
-                         "weight_decay": WEIGHT_DECAY},
+           "optimizer": ({"name": "Adam", "lr": ADAM_LR, "weight_decay": WEIGHT_DECAY}
+                         if OPTIMIZER == "adam" else
+                         {"name": "SGD", "lr": LR, "momentum": MOMENTUM, "weight_decay": WEIGHT_DECAY}),
            "loss": "CrossEntropyLoss (mean)", "zero_grad": "set_to_none (both defaults)",
            "gc": "enabled (as in real use)",
            "contenders": {"prunus": "prunus.models.<name> + prunus.nn.CrossEntropyLoss + "
-                                    "prunus.optim.SGD",
+                                    f"prunus.optim.{'Adam' if OPTIMIZER == 'adam' else 'SGD'}",
                           "torch": "torch.nn twin (weights copied from prunus) + "
-                                   "torch.nn.CrossEntropyLoss + torch.optim.SGD, eager"}}
+                                   f"torch.nn.CrossEntropyLoss + torch.optim."
+                                   f"{'Adam' if OPTIMIZER == 'adam' else 'SGD'}, eager"}}
 
     built = {n: build(n) for n in names}
     checks = {n: check_steps(n, *built[n]) for n in names}
@@ -445,7 +462,7 @@ def main(argv=None) -> int:
     payload = {"schema": SCHEMA, "date": started.isoformat(timespec="seconds"),
                "elapsed_s": round(elapsed, 2), "machine": machine, "config": cfg,
                "checks": checks, "results": results, "breakdown": breakdowns}
-    core.save_results(args, "train", started, payload)
+    core.save_results(args, "train" if OPTIMIZER == "sgd" else f"train-{OPTIMIZER}", started, payload)
     return 0
 
 

@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "written by 'prunus train', or of a compressed .pnz model "
                                    "(prunus.compression.save, 'prunus compress'), on a dataset's "
                                    "test split.",
-                       epilog="examples: prunus eval --checkpoint ckpt/lenet5/checkpoint-step00014070.safetensors; "
+                       epilog="examples: prunus eval --checkpoint ckpt/lenet5/checkpoint-step00018760.safetensors; "
                               "prunus eval --compressed lenet300.pnz --dataset mnist")
     source = e.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="checkpoint file written by 'prunus train'")
@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "program (a file prunus.load_program runs without the model's "
                                    "code). The format follows the file extension unless --format "
                                    "says otherwise.",
-                       epilog="example: prunus export --checkpoint ckpt/lenet5/checkpoint-step00014070.safetensors -o lenet5.onnx")
+                       epilog="example: prunus export --checkpoint ckpt/lenet5/checkpoint-step00018760.safetensors -o lenet5.onnx")
     x.add_argument("--checkpoint", required=True, help="checkpoint file written by 'prunus train'")
     x.add_argument("-o", "--output", required=True, help="file to write (.onnx or .prunus)")
     x.add_argument("--format", choices=("onnx", "program"), help="default: from the extension")

@@ -58,16 +58,19 @@ def test_bench_core_quick(tmp_path):
 MODELS = ["lenet_300_100", "lenet5"]
 
 
-def test_bench_train_quick(tmp_path):
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_bench_train_quick(tmp_path, optimizer):
     out = tmp_path / "train.json"
-    proc = _run_quick("bench_train.py", out)
+    proc = _run_quick("bench_train.py", out, "--optimizer", optimizer)
     assert "prunus/torch" in proc.stdout
+    assert ("Adam(lr 0.001" in proc.stdout) == (optimizer == "adam")
     assert "where the prunus step goes" in proc.stdout
 
     data = json.loads(out.read_text())
     assert {"schema", "date", "machine", "config", "checks", "results", "breakdown"} <= data.keys()
     assert data["machine"]["threads"] == 1
     assert data["config"]["threads"] == 1
+    assert data["config"]["optimizer"]["name"] == {"sgd": "SGD", "adam": "Adam"}[optimizer]
     assert set(data["results"]) == set(data["checks"]) == set(data["breakdown"]) == set(MODELS)
     for name, r in data["results"].items():
         assert set(r["contenders"]) == {"prunus", "torch"}

@@ -3,7 +3,8 @@
 the centroids -> encode to a .pnz file, recording the test accuracy after each stage.
 
 `deep_compression(model, recipe, train_loader, test_loader, output)` runs it; `RECIPES` holds the
-settings for LeNet-300-100 and LeNet-5 (`DeepCompressionRecipe`), from the papers' tables. The stages
+settings for LeNet-300-100 and LeNet-5 (`DeepCompressionRecipe`), from the papers' tables with
+the departures each recipe's comment notes (global pruning, 6-bit indices, LeNet-5's fc1). The stages
 are also callable one by one (`prune_and_retrain`, `finetune_centroids`, `encode`). The .pnz
 format itself is container.py's; this module only calls it.
 """
@@ -163,10 +164,10 @@ LENET_300_100 = DeepCompressionRecipe(
           "6-bit indices (paper: 5)",
 )
 
-# LeNet-5 (Caffe variant): conv1 66%, conv2 12%, fc1 8%, fc2 19% kept (36.3k of 430.5k weights,
-# 11.9x, as the paper's 431K -> 36K); 8-bit convolutions and 5-bit fc layers, 5-bit indices (Han
-# et al. 2016, Table 3). Retraining as LeNet-300-100's, from the LeNet-5 baseline's lr 0.03:
-# lr 0.003, x0.1 after epochs 6 and 10.
+# LeNet-5 (Caffe variant), the paper's settings: conv1 66%, conv2 12%, fc1 8%, fc2 19% kept (36.3k
+# of 430.5k weights, 11.9x, as its 431K -> 36K); 8-bit convolutions and 5-bit fc layers, 5-bit
+# indices (Han et al. 2016, Table 3). The recipe departs from them where noted below. Retraining
+# as LeNet-300-100's, from the LeNet-5 baseline's lr 0.03: lr 0.003, x0.1 after epochs 6 and 10.
 LENET5 = DeepCompressionRecipe(
     model="lenet5",
     # fc1 7.5% where the paper keeps 8%: the paper's fractions give 11.9x, under the 12x target.

@@ -10,7 +10,9 @@ Capture fails loudly instead of freezing one branch: reading a tensor's value in
 `prunus.cond`/`prunus.while_loop`. What Python state a graph depends on is checked by guards that
 the library registers while tracing (a module's train/eval mode, an optimizer's hyperparameters and
 state, whether a gradient is None before the call); a graph whose tracing changed Python-side
-state (an optimizer's first step creating its buffers, a step counter) is not reused.
+state (an optimizer's first step creating its buffers) is not reused. A function returning a
+tensor whose autograd history is still to be used gets that tensor's backward recorded as well
+(Graph.backward; differentiable.py runs it).
 """
 
 from __future__ import annotations

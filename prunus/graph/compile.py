@@ -1,7 +1,7 @@
 """`prunus.compile`: a function or Module that runs as a captured, optimized graph.
 
-The first call with a new signature (the shapes, dtypes and devices of the tensor arguments, the
-other arguments' values, the grad mode) traces the function, which also runs it, eagerly; later
+The first call with a new signature (the shapes, dtypes, devices and requires_grad of the tensor
+arguments, the other arguments' values, the grad mode) traces the function, which also runs it, eagerly; later
 calls with that signature run the graph, after checking the guards recorded while tracing. A
 changed signature or a failed guard traces again (like tf.function): `cache` holds the graphs by
 signature and `retraces` counts the traces after the first.

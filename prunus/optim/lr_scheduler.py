@@ -2,8 +2,9 @@
 CosineAnnealingLR, LinearLR (warmup), OneCycleLR, ChainedScheduler.
 
 As in PyTorch, constructing a scheduler takes the first step (epoch 0), `step()` is called after
-`optimizer.step()`, and the rules are "chainable": each reads the group's current lr, so two
-schedulers on one optimizer compose (warmup followed by decay).
+`optimizer.step()`, and the rules are "chainable" (except OneCycleLR, which computes each lr from
+`initial_lr`/`max_lr`): each reads the group's current lr, so two schedulers on one optimizer
+compose (warmup followed by decay).
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """`Optimizer`: parameter groups with their hyperparameters, per-parameter state, state dicts.
 
 The update rules live in one file per optimizer (sgd.py, adam.py, ...). Every update runs under
-`prunus.no_grad()` through in-place tensor methods, so a captured graph sees it as ordinary ops.
+`prunus.no_grad()` through in-place tensor methods or a fused update op (SGD, Adam and AdamW:
+prunus/ops/optim_update.py), so a captured graph sees it as ordinary ops. Step counts are 0-d
+tensors, as in PyTorch, so that a captured step counts on when replayed.
 """
 
 from __future__ import annotations
@@ -154,12 +156,12 @@ class Optimizer:
             tracer.name_state(self.state)
         if tracer is not None and self._python_state() != before:
             tracer.not_reusable(f"{self._name}.step changed its Python-side state (its first step "
-                                "creates buffers; a step counter counts)")
+                                "creates buffers)")
         return loss
 
     def _python_state(self):
         """Everything a step reads besides tensors: hyperparameters, which state exists, and
-        non-tensor state values (step counters)."""
+        non-tensor state values (none in prunus's optimizers; a subclass may keep some)."""
         groups = tuple(tuple(sorted((k, repr(v)) for k, v in g.items() if k != "params"))
                        for g in self.param_groups)
         state = tuple(

@@ -4,7 +4,7 @@ Each pass takes a Graph, rewrites it in place so that running it gives bit for b
 gives, and returns a short report (what it changed). `PASSES` maps names to passes; `DEFAULT` is
 the order `prunus.compile` runs them in: folding makes constants the algebraic rules can see,
 both leave repeats for CSE to merge, fusion lets ReLU pre-activations die early, DCE sweeps what
-the others left unread. Memory planning, when asked for, must come last: it plans buffers for the
+the others left unread. Memory planning runs last (it is in DEFAULT): it plans buffers for the
 final graph, and any rewrite after it could make a buffer it reuses live again. Shared rewriting
 helpers are in _rewrite.py, the before/after report in report.py.
 """
