@@ -56,10 +56,7 @@ def main(argv=None) -> int:
         return cli._checkpoint_model(args.checkpoint)[0].eval()
 
     def dense_copy(m):
-        for mod in m.modules():
-            for name in list(getattr(mod, "parametrizations", {}) or {}):
-                parametrize.remove_parametrizations(mod, name, leave_parametrized=True)
-        return m
+        return parametrize.remove_all_parametrizations(m)
 
     pnz, dense, flat = load_pnz(), load_dense(), dense_copy(load_pnz())
     with P.no_grad():

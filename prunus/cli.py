@@ -133,14 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--download", action="store_true", help="download missing dataset files")
     e.set_defaults(func=cmd_eval)
 
-    x = sub.add_parser("export", help="export a checkpoint's model to ONNX or a prunus program",
-                       description="Capture the model of a checkpoint written by 'prunus train' "
-                                   "(eval mode) and write it as an ONNX model or as a prunus "
-                                   "program (a file prunus.load_program runs without the model's "
-                                   "code). The format follows the file extension unless --format "
-                                   "says otherwise.",
+    x = sub.add_parser("export", help="export a checkpoint's or a .pnz file's model to ONNX or a prunus program",
+                       description="Capture the model of a checkpoint written by 'prunus train', "
+                                   "or of a compressed .pnz file (its weights as dense tensors, "
+                                   "pruned zeros and shared values kept), in eval mode, and write "
+                                   "it as an ONNX model or as a prunus program (a file "
+                                   "prunus.load_program runs without the model's code). The "
+                                   "format follows the file extension unless --format says "
+                                   "otherwise.",
                        epilog="example: prunus export --checkpoint ckpt/lenet5/checkpoint-step00018760.safetensors -o lenet5.onnx")
-    x.add_argument("--checkpoint", required=True, help="checkpoint file written by 'prunus train'")
+    src = x.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="checkpoint file written by 'prunus train'")
+    src.add_argument("--compressed", metavar="FILE", help="compressed model file (.pnz)")
     x.add_argument("-o", "--output", required=True, help="file to write (.onnx or .prunus)")
     x.add_argument("--format", choices=("onnx", "program"), help="default: from the extension")
     x.add_argument("--batch-size", type=_positive_int, default=1,
@@ -319,7 +323,15 @@ def cmd_export(args) -> int:
     if fmt is None:
         raise ArgumentError(f"export: can't tell the format of {args.output!r} from its "
                             "extension; name it .onnx or .prunus, or pass --format")
-    model, meta = _checkpoint_model(args.checkpoint)
+    if args.compressed:
+        from prunus.compression import container
+        from prunus.nn.utils.parametrize import remove_all_parametrizations
+
+        model, meta, _ = _compressed_model(args.compressed)
+        meta = {**meta, "model": container.read_info(args.compressed).arch["model"]}
+        remove_all_parametrizations(model)  # runtimes want plain weights: decode once, here
+    else:
+        model, meta = _checkpoint_model(args.checkpoint)
     model.eval()
     # MNIST-style datasets are 1x28x28; the small VGG/ResNet take 3x32x32 images
     shape = (1, 28, 28) if meta.get("dataset", "mnist") in ("mnist", "fashion_mnist", "fashion-mnist") \

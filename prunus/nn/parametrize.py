@@ -6,6 +6,7 @@ from prunus.nn.utils.parametrize import (
     cached,
     is_parametrized,
     register_parametrization,
+    remove_all_parametrizations,
     remove_parametrizations,
 )
 
@@ -14,5 +15,6 @@ __all__ = [
     "cached",
     "is_parametrized",
     "register_parametrization",
+    "remove_all_parametrizations",
     "remove_parametrizations",
 ]

@@ -177,6 +177,23 @@ def test_removing_one_of_two_keeps_the_other():
     assert list(lin.state_dict()) == ["weight", "parametrizations.bias.original"]
 
 
+def test_remove_all_parametrizations_leaves_plain_values():
+    prunus.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    P.register_parametrization(model[0], "weight", Scale(2.0))
+    P.register_parametrization(model[0], "bias", Scale(3.0))
+    P.register_parametrization(model[2], "weight", Mask(prunus.tensor([[1.0, 0.0, 1.0]] * 2)))
+    x = prunus.randn(5, 4)
+    with prunus.no_grad():
+        want = model(x).numpy()
+    assert P.remove_all_parametrizations(model) is model
+    assert not any(P.is_parametrized(m) for m in model.modules())
+    assert sorted(model.state_dict()) == ["0.bias", "0.weight", "2.bias", "2.weight"]
+    with prunus.no_grad():
+        np.testing.assert_array_equal(model(x).numpy(), want)
+    assert (model[2].weight.detach().numpy()[:, 1] == 0).all()
+
+
 def test_cached_computes_each_value_once():
     lin = _lin()
     sc = Scale(2.0)

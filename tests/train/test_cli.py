@@ -218,6 +218,33 @@ def _small_pnz(path):
     return m
 
 
+def test_export_a_compressed_model(tmp_path):
+    m = _small_pnz(tmp_path / "m.pnz")
+    m.eval()
+    x = prunus.randn(3, 1, 28, 28)
+    with prunus.no_grad():
+        want = m(x).numpy()
+    out = _run("export", "--compressed", str(tmp_path / "m.pnz"), "-o", str(tmp_path / "m.prunus"),
+               "--batch-size", "3")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("lenet_300_100: wrote")
+    prog = prunus.load_program(str(tmp_path / "m.prunus"))
+    np.testing.assert_array_equal(prog(x).numpy(), want)
+    # the program holds plain weights: the pruned zeros and the shared values, no codebook ops
+    assert {n.name for n in prog.graph.nodes} <= {"Reshape", "Linear", "ReLU"}
+    w = prog.state["fc1.weight"].numpy()
+    assert (w == 0).mean() > 0.9 and len(np.unique(w[w != 0])) <= 64
+    out = _run("export", "--compressed", str(tmp_path / "m.pnz"), "-o", str(tmp_path / "m.onnx"),
+               "--dynamic-batch")
+    assert out.returncode == 0, out.stderr
+    ort = pytest.importorskip("onnxruntime")
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    (y,) = sess.run(None, {"x": x.numpy()})
+    np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-5)
+    out = _run("export", "--checkpoint", "a.safetensors", "--compressed", "b.pnz", "-o", "m.onnx")
+    assert out.returncode == 2 and "not allowed with" in out.stderr
+
+
 def test_eval_compressed_help_and_exclusive_sources(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["eval", "--help"])

@@ -28,6 +28,7 @@ __all__ = [
     "cached",
     "is_parametrized",
     "register_parametrization",
+    "remove_all_parametrizations",
     "remove_parametrizations",
 ]
 
@@ -215,6 +216,17 @@ def remove_parametrizations(module, tensor_name: str, leave_parametrized: bool =
     else:
         module.register_buffer(tensor_name, original)
     return module
+
+
+def remove_all_parametrizations(model, leave_parametrized: bool = True):
+    """remove_parametrizations for every parametrized tensor of every submodule; returns model.
+    After pruning and weight sharing this gives the plain dense model a deployment runs (the
+    zeros and shared values stay, as ordinary parameters)."""
+    for module in list(model.modules()):
+        pz = module.__dict__["_modules"].get("parametrizations")
+        for name in list(pz.keys()) if pz is not None else ():
+            remove_parametrizations(module, name, leave_parametrized=leave_parametrized)
+    return model
 
 
 @contextmanager
