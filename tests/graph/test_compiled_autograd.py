@@ -157,3 +157,29 @@ def test_graph_print_shows_the_backward_targets(capsys):
     c(prunus.randn(2, 1, 28, 28))
     text = c.last_graph.print()
     assert "backward: grad of fc1.weight" in text and "backward: grad of fc3.bias" in text
+
+
+def test_a_compiled_resnet_with_adam_trains_and_evaluates_like_eager():
+    xs, ys = _batches(2, batch=8, shape=(3, 32, 32))
+    runs = []
+    for compiled in (False, True):
+        prunus.manual_seed(0)
+        m = models.resnet_small()
+        opt = optim.Adam(m.parameters(), lr=1e-3)
+        net = prunus.compile(m) if compiled else m
+        losses = []
+        for i in range(4):
+            opt.zero_grad()
+            loss = F.cross_entropy(net(xs[i % 2]), ys[i % 2])
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        m.eval()
+        with prunus.no_grad():
+            logits = net(xs[0]).numpy()
+        runs.append((losses, [t.detach().numpy().copy() for t in [*m.parameters(), *m.buffers()]], logits))
+    (le, we, oe), (lc, wc, oc) = runs
+    assert le == lc
+    np.testing.assert_array_equal(oe, oc)
+    for a, b in zip(we, wc):
+        np.testing.assert_array_equal(a, b)
