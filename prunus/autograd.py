@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import threading
 import traceback
 from heapq import heappop, heappush
 
@@ -35,16 +36,25 @@ _next_seq = itertools.count().__next__  # creation order of recorded ops (see _r
 # with nothing changed since an op was recorded checks nothing.
 _last_inplace = -1
 
-_grad_enabled = True
-_anomaly = False
-_tracer = None  # the active prunus.graph.capture.Tracer while a function is being captured
+
+
+class _ThreadState(threading.local):
+    """Per-thread autograd state, as PyTorch's: a no_grad() in one thread (an inference server,
+    a loader) leaves training in another alone. Class attributes are each new thread's defaults."""
+
+    grad_enabled = True
+    anomaly = False
+    tracer = None  # the active prunus.graph.capture.Tracer while a function is being captured
+
+
+_state = _ThreadState()
 
 
 # -- grad mode -------------------------------------------------------------------------------
 
 
 def is_grad_enabled() -> bool:
-    return _grad_enabled
+    return _state.grad_enabled
 
 
 class _GradMode:
@@ -53,13 +63,11 @@ class _GradMode:
     mode = True
 
     def __enter__(self):
-        global _grad_enabled
-        self._prev = _grad_enabled
-        _grad_enabled = self.mode
+        self._prev = _state.grad_enabled
+        _state.grad_enabled = self.mode
 
     def __exit__(self, *exc):
-        global _grad_enabled
-        _grad_enabled = self._prev
+        _state.grad_enabled = self._prev
         return False
 
     def __call__(self, fn):
@@ -101,13 +109,11 @@ class detect_anomaly:
         self.check_nan = check_nan
 
     def __enter__(self):
-        global _anomaly
-        self._prev = _anomaly
-        _anomaly = self.check_nan
+        self._prev = _state.anomaly
+        _state.anomaly = self.check_nan
 
     def __exit__(self, *exc):
-        global _anomaly
-        _anomaly = self._prev
+        _state.anomaly = self._prev
         return False
 
 
@@ -200,7 +206,8 @@ class Op:
             base = out.base
             if base is not None and (base is a.data or base is a.data.base):
                 t._base = memory_owner(a)
-        if _grad_enabled and cls.differentiable:
+        st = _state
+        if st.grad_enabled and cls.differentiable:
             if n == 1:
                 record = a.requires_grad
                 if record:
@@ -217,17 +224,19 @@ class Op:
                     op.needs_input_grad = needs
             if record:
                 op.seq = _next_seq()
-                if _anomaly:
+                if st.anomaly:
                     op._stack = traceback.format_stack()[:-1]
                 t.requires_grad = True
                 t._ctx = op
-                if _tracer is not None:
-                    _tracer.record(op, inputs, attrs, t)
+                tracer = st.tracer
+                if tracer is not None:
+                    tracer.record(op, inputs, attrs, t)
                 return t
         t.requires_grad = False
         t._ctx = None
-        if _tracer is not None:
-            _tracer.record(op, inputs, attrs, t)
+        tracer = st.tracer
+        if tracer is not None:
+            tracer.record(op, inputs, attrs, t)
         return t
 
     def output(self):
@@ -239,7 +248,7 @@ class Op:
         out = self.out
         if type(out) is not self.device.array_type:  # forward kept a NumPy scalar (0-d result)
             out = self.out = self.device.xp.asarray(out)
-        if _grad_enabled:
+        if _state.grad_enabled:
             return Tensor._make(out, self.device, True, self)
         return Tensor._make(out, self.device, False, None)
 
@@ -334,7 +343,7 @@ def _run_backward(roots, root_grads, retain_graph, create_graph, inputs=None, al
     also leaves the history behind non-leaf `inputs` alone (a compiled function's backward ends
     at its arguments: prunus/graph/capture.py).
     """
-    global _grad_enabled
+    st = _state
     grads = {}
     # Buffers a .grad may not take over without a copy: the caller's root gradients, and (added as
     # they are stored) the buffers already given to another leaf's .grad in this call.
@@ -344,8 +353,9 @@ def _run_backward(roots, root_grads, retain_graph, create_graph, inputs=None, al
         captured = {}
         keys = [t._ctx if t._ctx is not None else id(t) for t in inputs]
         wanted = set(keys)
-    prev_mode = _grad_enabled
-    _grad_enabled = bool(create_graph)
+    prev_mode = st.grad_enabled
+    st.grad_enabled = bool(create_graph)
+    anomaly = st.anomaly
     try:
         # Every recorded op has a sequence number larger than those of the ops that made its
         # inputs, so taking the largest pending number first visits each op after all of its
@@ -402,7 +412,7 @@ def _run_backward(roots, root_grads, retain_graph, create_graph, inputs=None, al
                     )
                 if ig.data.dtype is not t.data.dtype and ig.data.dtype != t.data.dtype:
                     ig = ig.to(t.dtype)
-                if _anomaly:
+                if anomaly:
                     _check_finite(op, i - 1, ig)
                 c = t._ctx
                 if c is None:
@@ -420,7 +430,7 @@ def _run_backward(roots, root_grads, retain_graph, create_graph, inputs=None, al
                 op.inputs = None
                 op.seq = seq  # a later graph built on this op's output still orders by it
     finally:
-        _grad_enabled = prev_mode
+        st.grad_enabled = prev_mode
     if captured is None:
         return None
     out = []
@@ -452,8 +462,9 @@ def _deliver_leaf(t, g, captured, wanted, create_graph, taken):
         r = h(g)
         if r is not None:
             g = r
-    if _tracer is not None:
-        _tracer.delivering_grad(t)
+    tracer = _state.tracer
+    if tracer is not None:
+        tracer.delivering_grad(t)
     if t.grad is None:
         # A .grad is the user's to modify in place (w.grad.zero_()), so it must own its memory.
         # Take the engine's buffer over when nobody else can see it (like PyTorch's
@@ -539,8 +550,9 @@ def _root_grads(tensors, grads, where):
                 )
             g = Tensor._make(t.device.xp.ones(t.shape, dtype=t.data.dtype), t.device, False, None)
             made.add(id(g))
-            if _tracer is not None:  # the seed of a captured backward is a foldable constant
-                _tracer.note_constant(g)
+            tracer = _state.tracer
+            if tracer is not None:  # the seed of a captured backward is a foldable constant
+                tracer.note_constant(g)
         else:
             if not isinstance(g, Tensor):
                 g = Tensor._make(t.device.xp.asarray(g, dtype=t.data.dtype), t.device, False, None)

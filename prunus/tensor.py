@@ -128,8 +128,8 @@ class Tensor:
 
     def numpy(self):
         """The data as a NumPy array (shares memory on the CPU). Refuses tensors that need grad."""
-        if autograd._tracer is not None:
-            autograd._tracer.data_access(self, "numpy()")
+        if autograd._state.tracer is not None:
+            autograd._state.tracer.data_access(self, "numpy()")
         if self.requires_grad:
             raise AutogradError(
                 "numpy(): can't call numpy() on a tensor that requires grad; use "
@@ -138,14 +138,14 @@ class Tensor:
         return self.device.kernels.to_numpy(self.data)
 
     def __array__(self, dtype=None, copy=None):
-        if autograd._tracer is not None:
-            autograd._tracer.data_access(self, "conversion to a NumPy array")
+        if autograd._state.tracer is not None:
+            autograd._state.tracer.data_access(self, "conversion to a NumPy array")
         a = self.device.kernels.to_numpy(self.data)
         return a if dtype is None else a.astype(dtype, copy=False)
 
     def item(self):
-        if autograd._tracer is not None:
-            autograd._tracer.data_access(self, "item()")
+        if autograd._state.tracer is not None:
+            autograd._state.tracer.data_access(self, "item()")
         if self.data.size != 1:
             raise DTypeError(
                 f"item(): only a one-element tensor converts to a Python number, got shape "
@@ -154,8 +154,8 @@ class Tensor:
         return self.data.reshape(()).item()
 
     def tolist(self):
-        if autograd._tracer is not None:
-            autograd._tracer.data_access(self, "tolist()")
+        if autograd._state.tracer is not None:
+            autograd._state.tracer.data_access(self, "tolist()")
         return self.device.kernels.to_numpy(self.data).tolist()
 
     def __float__(self):
@@ -165,8 +165,8 @@ class Tensor:
         return int(self.item())
 
     def __bool__(self):
-        if autograd._tracer is not None:
-            autograd._tracer.data_access(self, "bool() (an if or while on a tensor)")
+        if autograd._state.tracer is not None:
+            autograd._state.tracer.data_access(self, "bool() (an if or while on a tensor)")
         if self.data.size != 1:
             raise DTypeError(
                 f"the truth value of a tensor with {self.data.size} elements (shape "
@@ -304,7 +304,7 @@ class Tensor:
     # -- in-place updates (for tensors outside the graph: optimizers, masks, running stats) --
 
     def _check_inplace(self, op: str) -> None:
-        if self.requires_grad and autograd._grad_enabled:
+        if self.requires_grad and autograd._state.grad_enabled:
             raise AutogradError(
                 f"{op}: in-place update of a tensor that requires grad (shape "
                 f"{fmt_shape(self.shape)}); do it under prunus.no_grad() or on a detached tensor"

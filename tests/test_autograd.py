@@ -141,6 +141,36 @@ def test_no_grad_and_enable_grad_as_decorators_and_nested():
     assert prunus.is_grad_enabled()
 
 
+def test_grad_mode_and_anomaly_mode_are_per_thread():
+    import threading
+
+    x = leaf([1.0, 2.0])
+    inside, release, seen = threading.Event(), threading.Event(), {}
+
+    def server():  # inference in another thread, under no_grad and anomaly detection
+        with prunus.no_grad(), detect_anomaly():
+            seen["thread grad"] = prunus.is_grad_enabled()
+            inside.set()
+            release.wait(5)
+            seen["thread result"] = (x * 2).requires_grad
+
+    th = threading.Thread(target=server)
+    th.start()
+    assert inside.wait(5)
+    try:
+        y = (x * x).sum()  # the main thread still records, without anomaly's stack capture
+        assert y.requires_grad and prunus.is_grad_enabled() and "_stack" not in y._ctx.__dict__
+    finally:
+        release.set()
+        th.join(5)
+    assert seen == {"thread grad": False, "thread result": False}
+    with prunus.no_grad():  # and a new thread starts with grad on whatever this one does
+        th = threading.Thread(target=lambda: seen.update(fresh=prunus.is_grad_enabled()))
+        th.start()
+        th.join(5)
+    assert seen["fresh"] is True
+
+
 def test_detach_cuts_the_graph():
     x = leaf(3.0)
     y = x * x.detach()  # the detached factor is a constant

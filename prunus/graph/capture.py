@@ -153,7 +153,7 @@ class Tracer:
         node = Node(
             len(self.g.nodes), cls, ins, -1, resolved,
             needs_input_grad=getattr(op, "needs_input_grad", None) or tuple(t.requires_grad for t in inputs),
-            grad_enabled=autograd._grad_enabled, mutates=mutates, has_refs=refs,
+            grad_enabled=autograd._state.grad_enabled, mutates=mutates, has_refs=refs,
         )
         v = self.g.add_value(NODE, out.shape, out.data.dtype, node=node.index,
                              requires_grad=out.requires_grad)
@@ -361,7 +361,7 @@ class Tracer:
 def capture(fn, *args, **kwargs):
     """Run fn(*args, **kwargs) eagerly while recording it; return (graph, result, reasons) where
     `reasons` lists why the graph must not be reused (empty when it may)."""
-    if autograd._tracer is not None:
+    if autograd._state.tracer is not None:
         raise CaptureError("capture inside a capture: compiled functions do not nest yet")
     g = Graph()
     tr = Tracer(g)
@@ -371,12 +371,12 @@ def capture(fn, *args, **kwargs):
     for k, a in kwargs.items():
         if isinstance(a, Tensor):
             tr.add_input(a, k)
-    autograd._tracer = tr
+    autograd._state.tracer = tr
     try:
         result = fn(*args, **kwargs)
         tr.finish(result)
     finally:
-        autograd._tracer = None
+        autograd._state.tracer = None
     if len(tr.devices) > 1:
         raise CaptureError(f"a compiled function must run on one device, got {sorted(map(str, tr.devices))}")
     g.device = next(iter(tr.devices)) if tr.devices else None

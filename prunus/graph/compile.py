@@ -35,7 +35,7 @@ def _signature(args, kwargs):
         return ("P", type(a).__name__, a)
 
     return (tuple(one(a) for a in args), tuple((k, one(v)) for k, v in sorted(kwargs.items())),
-            autograd._grad_enabled)
+            autograd._state.grad_enabled)
 
 
 class _Entry:

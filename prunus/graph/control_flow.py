@@ -36,19 +36,19 @@ def _flat(x, what):
 
 def _subgraph(fn, operands, what):
     """Capture fn(*operands) as a Graph; (graph, flat outputs, single, lifted outside tensors)."""
-    parent = autograd._tracer
+    parent = autograd._state.tracer
     g = Graph()
     tr = Tracer(g, parent=parent)
     for pos, t in enumerate(operands):
         tr.add_input(t, pos)
-    autograd._tracer = tr
+    autograd._state.tracer = tr
     try:
         result = fn(*operands)
         outs, single = _flat(result, what)
         for t in outs:
             g.outputs.append(tr.value_of(t))
     finally:
-        autograd._tracer = parent
+        autograd._state.tracer = parent
     for n in g.nodes:
         if n.mutates:
             raise CaptureError(f"{what} updates a tensor in place ({n.name}); branches and loop bodies may not")
@@ -211,7 +211,7 @@ def cond(pred, true_fn, false_fn, *operands):
     for i, t in enumerate(operands):
         if not isinstance(t, Tensor):
             raise DTypeError(f"cond: operand {i} must be a Tensor, got {type(t).__name__}")
-    if autograd._tracer is None or isinstance(pred, bool):  # eager: simply run
+    if autograd._state.tracer is None or isinstance(pred, bool):  # eager: simply run
         return true_fn(*operands) if bool(pred) else false_fn(*operands)
     tg, touts, tsingle, tl = _subgraph(true_fn, operands, "cond's true_fn")
     fg, fouts, fsingle, fl = _subgraph(false_fn, operands, "cond's false_fn")
@@ -233,7 +233,7 @@ def _op_of(out: Tensor):
     """The op that made `out` (recorded by autograd or, when no input needs grad, by the tracer)."""
     if out._ctx is not None:
         return out._ctx
-    tr = autograd._tracer
+    tr = autograd._state.tracer
     return tr.node_ops[tr.g.values[tr.val[id(out)]].node]
 
 
@@ -327,7 +327,7 @@ def while_loop(cond_fn, body_fn, init_vals):
     vals = tuple(init_vals)
     if not vals or not all(isinstance(v, Tensor) for v in vals):
         raise DTypeError("while_loop: init_vals must be a non-empty tuple of tensors")
-    if autograd._tracer is None:  # eager: simply run
+    if autograd._state.tracer is None:  # eager: simply run
         while True:
             c = cond_fn(*vals)
             _check_pred(c, "while_loop's cond_fn")
@@ -339,7 +339,7 @@ def while_loop(cond_fn, body_fn, init_vals):
         raise ShapeError("while_loop: cond_fn must return one one-element bool tensor")
     bg, bouts, _, lb = _subgraph(body_fn, vals, "while_loop's body_fn")
     _check_body(bouts, vals)
-    save = autograd._grad_enabled and any(t.requires_grad for t in (*vals, *lb))
+    save = autograd._state.grad_enabled and any(t.requires_grad for t in (*vals, *lb))
     out = WhileLoop.apply(*vals, *lc, *lb, cond_graph=cg, body_graph=bg, n_vars=len(vals),
                           n_cond=len(lc), save=save)
     return tuple(_results(out, _op_of(out), len(vals)))

@@ -165,7 +165,7 @@ class Executor:
         wrappers = self.wrappers
         dev = self.device
         array_type = dev.array_type
-        prev_mode = mode = autograd._grad_enabled
+        prev_mode = mode = autograd._state.grad_enabled
         try:
             for (cls, ins, ws, out_i, attrs, refs, grad_mode, needs, inplace, keep, index,
                  saved, drop_v, drop_o) in steps:
@@ -177,7 +177,7 @@ class Executor:
                 op.inputs = ws
                 op.needs_input_grad = needs
                 if grad_mode is not mode:
-                    autograd._grad_enabled = mode = grad_mode
+                    autograd._state.grad_enabled = mode = grad_mode
                 if refs:
                     attrs = {k: _resolve(a, env, ops) for k, a in attrs.items()}
                 if inplace is None:
@@ -197,7 +197,7 @@ class Executor:
                 for k in drop_o:
                     ops.pop(k, None)
         finally:
-            autograd._grad_enabled = prev_mode
+            autograd._state.grad_enabled = prev_mode
             for w in self.linger:
                 w.data = None
         return env

@@ -94,10 +94,10 @@ class Module:
 
     def __call__(self, *args, **kwargs):
         d = self.__dict__
-        if _autograd._tracer is not None:  # a captured graph holds for this train/eval mode only
-            _autograd._tracer.guard(("training", id(self)), f"{type(self).__name__}.training",
+        if _autograd._state.tracer is not None:  # a captured graph holds for this train/eval mode only
+            _autograd._state.tracer.guard(("training", id(self)), f"{type(self).__name__}.training",
                                     lambda m=self: m.training)
-            _autograd._tracer.name_tensors(self)
+            _autograd._state.tracer.name_tensors(self)
         if not d["_forward_pre_hooks"] and not d["_forward_hooks"]:
             return self.forward(*args, **kwargs)
         for hook in list(d["_forward_pre_hooks"].values()):
@@ -285,8 +285,8 @@ class Module:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.parameters():
-            if set_to_none and _autograd._tracer is not None:
-                _autograd._tracer.cleared_grad(p)
+            if set_to_none and _autograd._state.tracer is not None:
+                _autograd._state.tracer.cleared_grad(p)
             if p.grad is None:
                 continue
             if set_to_none:

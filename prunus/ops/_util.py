@@ -16,8 +16,8 @@ def constant(value, like: Tensor, dtype=None) -> Tensor:
     dev = like.device
     d = like.dtype if dtype is None else dtype
     t = Tensor._make(dev.xp.asarray(value, dtype=d.np), dev, False, None)
-    if autograd._tracer is not None:  # a captured graph may fold it (prunus/graph/)
-        autograd._tracer.note_constant(t)
+    if autograd._state.tracer is not None:  # a captured graph may fold it (prunus/graph/)
+        autograd._state.tracer.note_constant(t)
     return t
 
 

@@ -67,7 +67,7 @@ def normalize_index(x: Tensor, index, op: str = "getitem"):
                 consumed += 1
                 continue
             arr = _index_array(item, dev, op)
-            if isinstance(item, Tensor) and autograd._tracer is not None:
+            if isinstance(item, Tensor) and autograd._state.tracer is not None:
                 # a captured graph reads this index tensor again on every run, not its values now
                 if arr is not item.data:
                     raise CaptureError(
@@ -75,7 +75,7 @@ def normalize_index(x: Tensor, index, op: str = "getitem"):
                         "function; use an int64 or bool tensor (it is converted here, and the "
                         "conversion would be frozen)"
                     )
-                autograd._tracer.value_of(item)
+                autograd._state.tracer.value_of(item)
             items.append(arr)
             consumed += arr.ndim if arr.dtype.kind == "b" else 1
         else:

@@ -119,7 +119,7 @@ class Optimizer:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Drop the gradients (the default, cheapest), or zero them in place."""
-        tracer = autograd._tracer
+        tracer = autograd._state.tracer
         for group in self.param_groups:
             for p in group["params"]:
                 if set_to_none and tracer is not None:
@@ -141,7 +141,7 @@ class Optimizer:
         if closure is not None:
             with enable_grad():
                 loss = closure()
-        tracer = autograd._tracer
+        tracer = autograd._state.tracer
         if tracer is not None:  # while a graph is captured (prunus/graph/capture.py)
             for group in self.param_groups:
                 for p in group["params"]:

@@ -36,12 +36,12 @@ def _run_node(graph, n, device):
         ins.append(t)
     op.inputs = tuple(ins)
     op.needs_input_grad = n.needs_input_grad
-    prev = autograd._grad_enabled
-    autograd._grad_enabled = n.grad_enabled
+    prev = autograd._state.grad_enabled
+    autograd._state.grad_enabled = n.grad_enabled
     try:
         out = op.forward(*arrays, **n.attrs)
     finally:
-        autograd._grad_enabled = prev
+        autograd._state.grad_enabled = prev
     if type(out) is not device.array_type:
         out = device.xp.asarray(out)
     return out
