@@ -266,35 +266,33 @@ class Tracer:
                 v.name = v.name or "parameter"
 
     def _add_backward(self) -> None:
-        """The function returned a tensor with live autograd history (a compiled Module called
-        for training): record its backward as well, from a placeholder for the gradient that
-        will arrive at it down to the function's arguments and the parameters it read, so that
+        """The function returned tensors with live autograd history (a compiled Module called
+        for training): record their backward as well, from placeholders for the gradients that
+        will arrive at them down to the function's arguments and the parameters it read, so that
         later calls run the graph as one differentiable op (differentiable.py)."""
         g = self.g
-        outs = {id(t): t for t in self.with_history}
-        if len(outs) > 1:
-            raise CaptureError(
-                f"a compiled function returned {len(outs)} tensors with autograd history; a "
-                "compiled call can be differentiable in one. Return the others detached, or "
-                "compile the whole training step (forward, backward and optimizer step)"
-            )
+        outs = list({id(t): t for t in self.with_history}.values())
         if self.delivered:
             raise CaptureError(
                 "a compiled function ran a backward pass and also returned a tensor with autograd "
                 "history that backward did not use; return it detached, or leave the backward "
                 "to the caller"
             )
-        (out,) = outs.values()
-        targets = self._grad_targets(out)
-        ph = Tensor._make(out.device.xp.ones_like(out.data), out.device, False, None)
-        v = g.add_value(INPUT, ph.shape, ph.data.dtype, name="grad of output")  # not an argument
-        self._bind(ph, v.index)
+        targets = self._grad_targets(outs)
+        phs = []
+        for out in outs:  # placeholders: values that are not arguments, set when backward runs
+            ph = Tensor._make(out.device.xp.ones_like(out.data), out.device, False, None)
+            v = g.add_value(INPUT, ph.shape, ph.data.dtype, name="grad of output")
+            self._bind(ph, v.index)
+            phs.append(ph)
         # the backward is traced by running it (as a compiled training step's is), on the
-        # placeholder and with the history kept: the eager result is returned to the caller,
+        # placeholders and with the history kept: the eager result is returned to the caller,
         # whose own backward must still find it
-        grads = autograd._run_backward((out,), (ph,), True, False, tuple(t for _, t in targets),
-                                       allow_unused=True, stop_at_inputs=True)
-        g.backward = Backward(self.val[id(out)], v.index, [k for k, _ in targets],
+        grads = autograd._run_backward(tuple(outs), tuple(phs), True, False,
+                                       tuple(t for _, t in targets), allow_unused=True,
+                                       stop_at_inputs=True)
+        g.backward = Backward([self.val[id(t)] for t in outs], [self.val[id(p)] for p in phs],
+                              [k for k, _ in targets],
                               [None if gr is None else self.value_of(gr) for gr in grads])
         for val in g.values:  # a parameter frozen or unfrozen later needs another backward
             t = val.tensor
@@ -302,12 +300,12 @@ class Tracer:
                 self._guard(("requires_grad", id(t)), f"requires_grad of a tensor {tuple(t.shape)}",
                             lambda t=t: t.requires_grad, t.requires_grad)
 
-    def _grad_targets(self, out) -> list:
-        """[(target, tensor)]: what the backward of `out` ends at inside the graph: arguments
+    def _grad_targets(self, outs) -> list:
+        """[(target, tensor)]: where the backward of `outs` ends inside the graph: arguments
         ("input", position) and tensors read live ("tensor", t), those that require grad."""
         g = self.g
         targets, seen_ops, seen = [], set(), set()
-        stack = [out._ctx]
+        stack = [t._ctx for t in reversed(outs)]
         while stack:
             op = stack.pop()
             if id(op) in seen_ops:

@@ -12,19 +12,23 @@ from __future__ import annotations
 from prunus import autograd
 from prunus.autograd import Op
 from prunus.errors import AutogradError
+from prunus.graph.control_flow import Output, _output_grads
 from prunus.tensor import Tensor
 
 
 class CompiledCall(Op):
     """inputs: the tensors the backward ends at (Graph.backward.targets, live), so the engine
     routes their gradients; forward ignores their arrays and runs the graph on the call's
-    arguments."""
+    arguments. Several differentiable outputs: the op returns the first, `Output` ops pick the
+    others and hand their gradients back (as the control-flow ops do)."""
 
     def forward(self, *arrays, entry, args, kwargs, box):
         env, ops = entry.executor.run_forward(args, kwargs)
         self.entry, self.env, self.ops = entry, env, ops
+        self.outs = [env[vi] for vi in entry.graph.backward.outputs]
+        self.pending = {}
         box.append(env)  # the caller builds the other outputs from it
-        return env[entry.graph.backward.output]
+        return self.outs[0]
 
     def backward(self, g):
         if autograd.is_grad_enabled():
@@ -38,18 +42,21 @@ class CompiledCall(Op):
                 "CompiledCall.backward: backward through a compiled call a second time; its saved "
                 "values were used up by the first (retain_graph does not keep them)"
             )
-        grads = self.entry.executor.run_backward(env, self.ops, g.data)
-        self.ops = None
         dev = self.device
+        like = [Tensor._make(a, dev, False, None) for a in self.outs]
+        grads_in = [t.data for t in _output_grads(self, g, like)]
+        grads = self.entry.executor.run_backward(env, self.ops, grads_in)
+        self.ops = self.outs = None
         return tuple(None if a is None else Tensor._make(a, dev, False, None) for a in grads)
 
 
 def call(entry, args, kwargs):
     """Run a cached graph with a backward half as one differentiable op; the function's return
-    structure, its differentiable output carrying the op as history."""
+    structure, its differentiable outputs carrying the op as history."""
     b = entry.graph.backward
     inputs = [(args[x] if isinstance(x, int) else kwargs[x]) if kind == "input" else x
               for kind, x in b.targets]
     box: list = []
-    out = CompiledCall.apply(*inputs, entry=entry, args=args, kwargs=kwargs, box=box)
-    return entry.executor._finish(box[0], args, kwargs, replace=(b.output, out))
+    first = CompiledCall.apply(*inputs, entry=entry, args=args, kwargs=kwargs, box=box)
+    outs = [first] + [Output.apply(first, fwd=first._ctx, index=i) for i in range(1, len(b.outputs))]
+    return entry.executor._finish(box[0], args, kwargs, replace=dict(zip(b.outputs, outs)))

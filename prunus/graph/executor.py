@@ -57,8 +57,8 @@ class Executor:
         keep = external(g)
         self.split = len(g.nodes)  # where the backward half starts (Graph.backward)
         if g.backward is not None:
-            gi = g.backward.grad_input
-            self.split = next((n.index for n in g.nodes if gi in reads(n)), len(g.nodes))
+            gis = set(g.backward.grad_inputs)
+            self.split = next((n.index for n in g.nodes if gis.intersection(reads(n))), len(g.nodes))
         last_value: dict = {}
         last_op: dict = {}
         saved_by: dict = {}
@@ -131,11 +131,12 @@ class Executor:
         self._execute(env, ops, 0, self.split)
         return env, ops
 
-    def run_backward(self, env, ops, grad) -> list:
-        """The backward half, given the gradient arriving at the output: the gradient arrays of
+    def run_backward(self, env, ops, grads) -> list:
+        """The backward half, given the gradients arriving at the outputs: the gradient arrays of
         Graph.backward.targets (None where there is none)."""
         b = self.graph.backward
-        env[b.grad_input] = grad
+        for vi, a in zip(b.grad_inputs, grads):
+            env[vi] = a
         self._execute(env, ops, self.split, len(self.steps), load_live=False)
         return [None if vi is None else env[vi] for vi in b.grads]
 
@@ -203,8 +204,8 @@ class Executor:
         return env
 
     def _finish(self, env, args, kwargs, replace=None):
-        """The return structure; `replace` = (value index, Tensor) puts a Tensor made elsewhere
-        (a differentiable call's output) where that value is returned."""
+        """The return structure; `replace` = {value index: Tensor} puts Tensors made elsewhere
+        (a differentiable call's outputs) where those values are returned."""
         g = self.graph
         dev = self.device
         for target, vi in g.grad_outputs:
@@ -212,7 +213,8 @@ class Executor:
             p.grad = Tensor._make(env[vi], dev, False, None)
         for p in g.cleared_grads:
             p.grad = None
-        outs = [replace[1] if replace is not None and vi == replace[0] else Tensor._make(env[vi], dev, False, None)
+        replace = replace or {}
+        outs = [replace[vi] if vi in replace else Tensor._make(env[vi], dev, False, None)
                 for vi in g.outputs]
         return _unflatten(g.out_tree, outs)
 

@@ -38,13 +38,13 @@ class Value:
 @dataclass(eq=False)
 class Backward:
     """The backward half of a graph that a compiled call runs as one autograd op (see
-    prunus/graph/differentiable.py): nodes from the first one that reads `grad_input` (the
-    gradient arriving at value `output`) on compute `grads`, the gradients of `targets`:
-    ("input", position) for an argument, ("tensor", t) for a tensor the graph reads live (a
-    parameter). A grad is None where the output does not depend on its target."""
+    prunus/graph/differentiable.py): nodes from the first one that reads one of `grad_inputs`
+    (the gradients arriving at values `outputs`, in order) on compute `grads`, the gradients of
+    `targets`: ("input", position) for an argument, ("tensor", t) for a tensor the graph reads
+    live (a parameter). A grad is None where no output depends on its target."""
 
-    output: int
-    grad_input: int
+    outputs: list
+    grad_inputs: list
     targets: list
     grads: list
 
@@ -177,8 +177,9 @@ class Graph:
         if b is not None:
             for target, vi in zip(b.targets, b.grads):
                 who = f"input {target[1]}" if target[0] == "input" else names.get(id(target[1]), "a tensor")
-                lines.append(f"  backward: grad of {who} <- {'none' if vi is None else f'%{vi}'} "
-                             f"(from %{b.grad_input}, the grad of %{b.output})")
+                lines.append(f"  backward: grad of {who} <- {'none' if vi is None else f'%{vi}'}")
+            for vo, vg in zip(b.outputs, b.grad_inputs):
+                lines.append(f"  backward: %{vg} is the gradient arriving at %{vo}")
         text = "\n".join(lines)
         print(text, file=file)
         return text

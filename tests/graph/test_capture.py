@@ -203,10 +203,7 @@ def test_python_control_flow_on_values_fails_loudly(body, what):
 
 
 def test_returning_live_history_and_odd_values_fail_loudly():
-    lin = nn.Linear(3, 2)
-    # two differentiable outputs (one is fine: tests/graph/test_compiled_autograd.py)
-    with pytest.raises(CaptureError, match="returned 2 tensors with autograd history"):
-        prunus.compile(lambda x: (lin(x), lin(x) * 2))(prunus.randn(2, 3))
+    # (outputs with history are differentiable: tests/graph/test_compiled_autograd.py)
     x = prunus.randn(2, 3, requires_grad=True)
     with pytest.raises(CaptureError, match="did not compute"):
         prunus.compile(lambda a: a)(x * 1)

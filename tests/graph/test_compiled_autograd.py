@@ -75,6 +75,47 @@ def test_gradients_reach_inputs_and_history_outside_the_call():
     assert compiled.traces == 1
 
 
+class _TwoOutputs(nn.Module):
+    """logits and the features they come from: a distillation-style model"""
+
+    def __init__(self):
+        super().__init__()
+        self.body, self.head = nn.Linear(6, 5), nn.Linear(5, 3)
+
+    def forward(self, x):
+        h = self.body(x).relu()
+        return {"logits": self.head(h), "features": h, "n": 2}
+
+
+@pytest.mark.parametrize("use", ["both", "logits", "features"])
+def test_several_differentiable_outputs(use):
+    x = prunus.tensor(RNG.standard_normal((4, 6)).astype(np.float32))
+    runs = []
+    for compiled in (False, True):
+        prunus.manual_seed(0)
+        m = _TwoOutputs()
+        net = prunus.compile(m) if compiled else m
+        grads = []
+        for _ in range(3):
+            for p in m.parameters():
+                p.grad = None
+            out = net(x)
+            assert out["n"] == 2
+            loss = {"both": out["logits"].sum() + (out["features"] ** 2).mean(),
+                    "logits": out["logits"].sum(), "features": (out["features"] ** 2).mean()}[use]
+            loss.backward()
+            grads.append([None if p.grad is None else p.grad.numpy().copy() for p in m.parameters()])
+        runs.append(grads)
+        if compiled:
+            assert net.traces == 1 and len(net.last_graph.backward.outputs) == 2
+    for ge, gc in zip(*runs):
+        for a, b in zip(ge, gc):
+            if a is None:  # eager leaves the head's .grad None when only the features are used;
+                assert b is None or not b.any()  # the graph's backward (after the trace) gives zeros
+            else:
+                np.testing.assert_array_equal(a, b)
+
+
 def test_two_calls_before_one_backward():
     prunus.manual_seed(0)
     lin = nn.Linear(3, 2)

@@ -47,7 +47,7 @@ def external(graph) -> set:
     out = set(graph.outputs) | {vi for _, vi in graph.grad_outputs}
     b = graph.backward
     if b is not None:
-        out |= {vi for vi in b.grads if vi is not None} | {b.output}
+        out |= {vi for vi in b.grads if vi is not None} | set(b.outputs)
     return out
 
 
@@ -163,7 +163,8 @@ def replace_uses(graph, mapping: dict) -> None:
     graph.grad_outputs = [(p, get(i, i)) for p, i in graph.grad_outputs]
     b = graph.backward
     if b is not None:
-        b.output, b.grad_input = get(b.output, b.output), get(b.grad_input, b.grad_input)
+        b.outputs = [get(i, i) for i in b.outputs]
+        b.grad_inputs = [get(i, i) for i in b.grad_inputs]
         b.grads = [None if i is None else get(i, i) for i in b.grads]
 
 
