@@ -78,11 +78,9 @@ class Optimizer:
                 raise DTypeError(
                     f"{self._name}: {where} must be a prunus Tensor, got {type(p).__name__}"
                 )
-            if not p.requires_grad:
-                raise ArgumentError(
-                    f"{self._name}: {where} (shape {fmt_shape(p.shape)}) does not require grad; "
-                    "give the optimizer only tensors with requires_grad=True"
-                )
+            # a frozen parameter (requires_grad False) is allowed, as in PyTorch: it gets no
+            # gradient, so steps skip it, until it is unfrozen (model.parameters() after freezing
+            # part of a model for transfer learning)
             if not p.is_leaf:
                 raise ArgumentError(
                     f"{self._name}: {where} (shape {fmt_shape(p.shape)}) is not a leaf tensor "

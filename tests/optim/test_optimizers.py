@@ -280,11 +280,6 @@ BAD = [
     ),
     (lambda ps: optim.SGD([], lr=0.1), ArgumentError, r"SGD: got an empty parameter list"),
     (lambda ps: optim.Adam(iter([])), ArgumentError, r"Adam: got an empty parameter list"),
-    (
-        lambda ps: optim.SGD(ps + [prunus.zeros(2)], lr=0.1),
-        ArgumentError,
-        r"SGD: parameter 2 of group 0 \(shape \(2,\)\) does not require grad",
-    ),
     (lambda ps: optim.SGD([ps[0] * 2], lr=0.1), ArgumentError, r"SGD: .*not a leaf"),
     (
         lambda ps: optim.SGD([{"params": ps}, {"params": [ps[1]]}], lr=0.1),
@@ -300,6 +295,21 @@ BAD = [
     ),
     (lambda ps: optim.SGD([{"lr": 0.1}]), ArgumentError, r"has no 'params'"),
 ]
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "RMSprop", "Adagrad"])
+def test_frozen_parameters_are_skipped_until_unfrozen(name):
+    w = prunus.ones(3, requires_grad=True)
+    frozen = prunus.ones(2)  # requires_grad False: PyTorch's optimizers take it too
+    opt = getattr(optim, name)([w, frozen], lr=0.1)
+    (w * 2).sum().backward()
+    opt.step()
+    assert frozen.grad is None and frozen.tolist() == [1.0, 1.0] and w.tolist() != [1.0, 1.0, 1.0]
+    frozen.requires_grad_(True)
+    opt.zero_grad()
+    ((w * 2).sum() + (frozen * 3).sum()).backward()
+    opt.step()
+    assert frozen.tolist() != [1.0, 1.0]
 
 
 @pytest.mark.parametrize("make,err,match", BAD, ids=[b[2][:30] for b in BAD])
