@@ -1,6 +1,5 @@
-"""Smoke tests of benchmarks/bench_core.py, bench_train.py, bench_graph.py and
-bench_compression.py: each runs (--quick)
-and writes the JSON it promises.
+"""Smoke tests of benchmarks/bench_core.py, bench_train.py, bench_graph.py, bench_compression.py
+and bench_structured.py: each runs (--quick) and writes the JSON it promises.
 
 Timings are never asserted (see DESIGN.md, Tests); this only keeps the script from rotting.
 """
@@ -143,3 +142,16 @@ def test_bench_compression_quick(tmp_path):
     result = json.loads(out.read_text())
     assert result["sizes"]["pnz"] < result["sizes"]["checkpoint"]
     assert result["accuracy"]["pnz"] == result["accuracy"]["pnz_dense"]
+
+
+def test_bench_structured_quick(tmp_path):
+    out = tmp_path / "structured.json"
+    proc = _run_quick("bench_structured.py", out)
+    assert "speedup" in proc.stdout
+    data = json.loads(out.read_text())
+    assert data["models"]["pruned"]["params"] < data["models"]["dense"]["params"]
+    assert data["models"]["pruned"]["macs_per_image"] < data["models"]["dense"]["macs_per_image"]
+    assert data["models"]["pruned"]["layers"]["conv1.weight"] == [10, 1, 5, 5]
+    for case in ("infer", "train"):
+        assert set(data["results"][case]["contenders"]) == {"dense", "pruned"}
+        assert data["results"][case]["speedup"] > 0
