@@ -117,7 +117,9 @@ class Output(Op):
         return zeros_like(self.inputs[0])  # keeps the engine going to fwd, adds nothing
 
 
-def _output_grads(op, g0, outs_like):
+def output_grads(op, g0, outs_like):
+    """The gradients of a multi-result op's results: `g0` for the first, what its Output ops
+    collected in `op.pending` for the others (zeros for a result nothing used)."""
     gs = [g0]
     for i in range(1, len(outs_like)):
         gi = op.pending.get(i)
@@ -148,7 +150,7 @@ class Cond(Op):
         pred, rest = self.inputs[0], self.inputs[1:]
         operands = list(rest[:n_ops])
         lt, lf = list(rest[n_ops : n_ops + n_true]), list(rest[n_ops + n_true :])
-        gs = _output_grads(self, g0, [Tensor._make(a, self.device, False, None) for a in self.outs])
+        gs = output_grads(self, g0, [Tensor._make(a, self.device, False, None) for a in self.outs])
         needs = self.needs_input_grad[1:]
         diff_ops = tuple(bool(needs[i]) and operands[i].dtype.is_floating_point for i in range(n_ops))
         diff_t = tuple(bool(needs[n_ops + i]) for i in range(len(lt)))
@@ -271,7 +273,7 @@ class WhileLoop(Op):
         diff_b = tuple(bool(needs[n_vars + n_cond + i]) for i in range(len(lb)))
         if not any(needs[:n_vars]) and not any(diff_b):
             return (None,) * len(self.inputs)
-        gs = _output_grads(self, g0, [Tensor._make(a, self.device, False, None) for a in self.outs])
+        gs = output_grads(self, g0, [Tensor._make(a, self.device, False, None) for a in self.outs])
         vjp = _vjp_fn(self.bg, n_vars + len(lb), diff_v + diff_b)
         vg, _, _, vl = _subgraph(vjp, [*vars0, *lb, *gs], "while_loop's body (its gradient)")
         out = WhileLoopGrad.apply(*gs, *lb, *vl, fwd=self, vjp_graph=vg, diff_v=diff_v,

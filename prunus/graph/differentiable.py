@@ -12,7 +12,7 @@ from __future__ import annotations
 from prunus import autograd
 from prunus.autograd import Op
 from prunus.errors import AutogradError
-from prunus.graph.control_flow import Output, _output_grads
+from prunus.graph.control_flow import Output, output_grads
 from prunus.tensor import Tensor
 
 
@@ -44,7 +44,7 @@ class CompiledCall(Op):
             )
         dev = self.device
         like = [Tensor._make(a, dev, False, None) for a in self.outs]
-        grads_in = [t.data for t in _output_grads(self, g, like)]
+        grads_in = [t.data for t in output_grads(self, g, like)]  # from the Output ops too
         grads = self.entry.executor.run_backward(env, self.ops, grads_in)
         self.ops = self.outs = None
         return tuple(None if a is None else Tensor._make(a, dev, False, None) for a in grads)
@@ -59,4 +59,4 @@ def call(entry, args, kwargs):
     box: list = []
     first = CompiledCall.apply(*inputs, entry=entry, args=args, kwargs=kwargs, box=box)
     outs = [first] + [Output.apply(first, fwd=first._ctx, index=i) for i in range(1, len(b.outputs))]
-    return entry.executor._finish(box[0], args, kwargs, replace=dict(zip(b.outputs, outs)))
+    return entry.executor.finish(box[0], args, kwargs, replace=dict(zip(b.outputs, outs)))

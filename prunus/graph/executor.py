@@ -117,7 +117,7 @@ class Executor:
             env[vi] = (args[pos] if isinstance(pos, int) else kwargs[pos]).data
         for p in g.cleared_grads_first:  # zero_grad ran before anything read them: as eager,
             p.grad = None  # drop last step's gradients now, not when the new ones arrive
-        return self._finish(self._execute(env), args, kwargs)
+        return self.finish(self._execute(env), args, kwargs)
 
     def run_forward(self, args, kwargs):
         """The forward half of a graph with a backward (see the module docstring): returns the
@@ -203,7 +203,7 @@ class Executor:
                 w.data = None
         return env
 
-    def _finish(self, env, args, kwargs, replace=None):
+    def finish(self, env, args, kwargs, replace=None):
         """The return structure; `replace` = {value index: Tensor} puts Tensors made elsewhere
         (a differentiable call's outputs) where those values are returned."""
         g = self.graph
