@@ -108,13 +108,19 @@ class Executor:
         self.fresh_consts = {vi: g.values[vi].initial for vi, kind, _ in self.live
                              if kind == CONST and vi in written and g.values[vi].initial is not None}
 
-    def run(self, args, kwargs):
-        """Run on Tensor arguments; the function's return structure, .grad assignments done."""
+    def _arguments(self, args, kwargs) -> list:
+        """A fresh environment holding the call's tensor arguments."""
         g = self.graph
         env = [None] * len(g.values)
         for vi in g.inputs:
             pos = g.values[vi].position
             env[vi] = (args[pos] if isinstance(pos, int) else kwargs[pos]).data
+        return env
+
+    def run(self, args, kwargs):
+        """Run on Tensor arguments; the function's return structure, .grad assignments done."""
+        g = self.graph
+        env = self._arguments(args, kwargs)
         for p in g.cleared_grads_first:  # zero_grad ran before anything read them: as eager,
             p.grad = None  # drop last step's gradients now, not when the new ones arrive
         return self.finish(self._execute(env), args, kwargs)
@@ -122,11 +128,7 @@ class Executor:
     def run_forward(self, args, kwargs):
         """The forward half of a graph with a backward (see the module docstring): returns the
         environment and the kept ops that `run_backward` continues from."""
-        g = self.graph
-        env = [None] * len(g.values)
-        for vi in g.inputs:
-            pos = g.values[vi].position
-            env[vi] = (args[pos] if isinstance(pos, int) else kwargs[pos]).data
+        env = self._arguments(args, kwargs)
         ops: dict = {}
         self._execute(env, ops, 0, self.split)
         return env, ops
