@@ -62,6 +62,19 @@ def _bits_equal(a, b):
         np.testing.assert_array_equal(np.signbit(a), np.signbit(b))  # -0.0 is not 0.0
 
 
+def _grads_replay_eager(g, fn, shape, trials=3):
+    """The optimized graph `g` of fn(x) (which backpropagates into x.grad) sets the gradient eager
+    sets, bit for bit, on fresh random inputs of `shape`."""
+    ex = Executor(g)
+    for _ in range(trials):
+        x = _rand(*shape)
+        x.requires_grad = True
+        fn(x)
+        want = x.grad.detach().numpy().copy()
+        ex.run((x,), {})
+        _bits_equal(x.grad.numpy(), want)
+
+
 def _as_list(r):
     return list(r) if isinstance(r, (tuple, list)) else [r]
 
@@ -164,14 +177,7 @@ def test_dce_keeps_an_op_whose_saved_array_a_later_node_reads(create_graph):
     x.requires_grad = True
     g, before, _ = _optimized(fn, [x], ["dce"])
     assert "LogSumExp" in _ops(g) and "Sum" not in _ops(g)[:2] and len(g.nodes) == before - 1
-    ex = Executor(g)
-    for _ in range(3):
-        x = _rand(3, 4)
-        x.requires_grad = True
-        fn(x)
-        want = x.grad.detach().numpy().copy()
-        ex.run((x,), {})
-        _bits_equal(x.grad.numpy(), want)
+    _grads_replay_eager(g, fn, (3, 4))
 
 
 def test_dce_renumbers_refs_to_ops():
@@ -308,14 +314,7 @@ def test_cse_merges_ops_that_later_nodes_refer_to():
     x.requires_grad = True
     g, _, rows = _optimized(fn, [x], ["cse"])
     assert _ops(g).count("LogSumExp") == 1 and rows[0]["report"]["merged"] >= 2
-    ex = Executor(g)
-    for _ in range(3):
-        x = _rand(3, 4)
-        x.requires_grad = True
-        fn(x)
-        want = x.grad.detach().numpy().copy()
-        ex.run((x,), {})
-        _bits_equal(x.grad.numpy(), want)
+    _grads_replay_eager(g, fn, (3, 4))
 
 
 def test_cse_merges_reads_of_written_state_when_no_write_is_between():
@@ -376,14 +375,7 @@ def test_constant_folding_in_a_backward_pass():
     # 3 - 1 and 3 == 0 fold, and so does backward's seed (a constant ones)
     folded = rows[0]["report"]["folded"]
     assert folded >= 2 and len(g.nodes) == before - folded
-    ex = Executor(g)
-    for _ in range(3):
-        x = _rand(4)
-        x.requires_grad = True
-        fn(x)
-        want = x.grad.numpy().copy()
-        ex.run((x,), {})
-        _bits_equal(x.grad.numpy(), want)
+    _grads_replay_eager(g, fn, (4,))
 
 
 def test_constant_folding_never_folds_state():
