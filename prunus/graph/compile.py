@@ -68,6 +68,10 @@ class Compiled:
         return max(0, self.traces - 1)
 
     def __call__(self, *args, **kwargs):
+        if autograd._state.tracer is not None:
+            # called inside another capture (a compiled step calling a compiled model, an ONNX
+            # export of a compiled model): its ops become part of the outer graph
+            return self.fn(*args, **kwargs)
         key = _signature(args, kwargs)
         for entry in self.cache.get(key, ()):
             if entry.guards_hold():
@@ -104,7 +108,19 @@ class CompiledModule(Compiled):
         self.module = module
 
     def __getattr__(self, name):
-        return getattr(self.__dict__["module"], name)
+        module = self.__dict__.get("module")  # absent while copy/pickle build an empty instance
+        if module is None:
+            raise AttributeError(name)
+        return getattr(module, name)
+
+    def __deepcopy__(self, memo):
+        # a copy of the module, compiled afresh: the cached graphs read the original's tensors
+        import copy
+
+        return CompiledModule(copy.deepcopy(self.module, memo), self.passes)
+
+    def __repr__(self) -> str:
+        return f"CompiledModule({self.module!r})"
 
 
 def compile(fn_or_module, passes=None):

@@ -241,10 +241,34 @@ def test_capture_returns_the_eager_result_and_records_inputs():
     assert reasons == [] and len(g.inputs) == 1 and [n.name for n in g.nodes] == ["Mul", "Sum"]
 
 
-def test_no_nested_capture():
+def test_a_compiled_function_called_while_capturing_is_inlined():
     inner = prunus.compile(lambda x: x + 1)
+    outer = prunus.compile(lambda x: inner(x) * 2)
+    for v in (1.0, 3.0):
+        assert outer(prunus.full((2,), v)).tolist() == [2 * (v + 1)] * 2
+    assert outer.traces == 1 and inner.traces == 0  # inner ran as part of outer's trace
+    assert [n.name for n in outer.last_graph.nodes] == ["Add", "Mul"]
+    # the capture function itself still refuses to nest
     with pytest.raises(CaptureError, match="nest"):
-        prunus.compile(lambda x: inner(x) * 2)(prunus.ones(2))
+        capture(lambda x: capture(lambda y: y, x), prunus.ones(2))
+
+
+def test_a_compiled_module_copies_exports_and_shows_its_module(tmp_path):
+    import copy
+
+    prunus.manual_seed(0)
+    m = models.lenet_300_100().eval()
+    c = prunus.compile(m)
+    x = prunus.randn(2, 1, 28, 28)
+    with prunus.no_grad():
+        want = c(x).numpy()
+        c2 = copy.deepcopy(c)
+        assert isinstance(c2, type(c)) and c2.module is not m and c2.traces == 0
+        np.testing.assert_array_equal(c2(x).numpy(), want)
+    assert repr(c).startswith("CompiledModule(LeNet300100(")
+    pytest.importorskip("onnx")
+    prunus.onnx.export(c, (x,), tmp_path / "m.onnx")  # exported as the module it wraps
+    assert (tmp_path / "m.onnx").stat().st_size > 1000
 
 
 def test_index_tensors_and_loss_targets_are_read_on_every_run():
