@@ -111,7 +111,17 @@ class CompiledModule(Compiled):
         module = self.__dict__.get("module")  # absent while copy/pickle build an empty instance
         if module is None:
             raise AttributeError(name)
-        return getattr(module, name)
+        attr = getattr(module, name)
+        if callable(attr) and getattr(attr, "__self__", None) is module:
+            # methods that return the module (train, eval, to, requires_grad_, ...) return the
+            # compiled module, so `prunus.compile(model).eval()` stays compiled
+            def method(*args, **kwargs):
+                out = attr(*args, **kwargs)
+                return self if out is module else out
+
+            method.__name__, method.__doc__ = attr.__name__, attr.__doc__
+            return method
+        return attr
 
     def __deepcopy__(self, memo):
         # a copy of the module, compiled afresh: the cached graphs read the original's tensors

@@ -266,6 +266,9 @@ def test_a_compiled_module_copies_exports_and_shows_its_module(tmp_path):
         assert isinstance(c2, type(c)) and c2.module is not m and c2.traces == 0
         np.testing.assert_array_equal(c2(x).numpy(), want)
     assert repr(c).startswith("CompiledModule(LeNet300100(")
+    # methods that return the module return the compiled module: chaining keeps it compiled
+    assert c.train() is c and c.eval() is c and c.to("cpu") is c and not c.training
+    assert [p.shape for p in c.parameters()] == [p.shape for p in m.parameters()]
     pytest.importorskip("onnx")
     prunus.onnx.export(c, (x,), tmp_path / "m.onnx")  # exported as the module it wraps
     assert (tmp_path / "m.onnx").stat().st_size > 1000
