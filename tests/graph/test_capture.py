@@ -309,3 +309,23 @@ def test_render_draws_png_and_svg_with_graphviz(tmp_path):
     assert "SGDUpdate" in pathlib.Path(svg).read_text()
     with pytest.raises(prunus.errors.ArgumentError, match=".png"):
         f.last_graph.render(str(tmp_path / "g.txt"))
+
+
+def test_ops_of_another_thread_stay_out_of_a_capture():
+    import threading
+
+    started, release = threading.Event(), threading.Event()
+    other = prunus.ones(3)
+
+    def fn(x):
+        started.set()
+        release.wait(5)  # the other thread runs its ops while this capture is open
+        return x * 2
+
+    t = threading.Thread(target=lambda: (started.wait(5), other + 1, other.exp(), release.set()))
+    t.start()
+    c = prunus.compile(fn)
+    out = c(prunus.ones(3))
+    t.join(5)
+    assert out.tolist() == [2.0, 2.0, 2.0]
+    assert [n.name for n in c.last_graph.nodes] == ["Mul"]  # not the other thread's Add and Exp
