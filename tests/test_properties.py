@@ -16,23 +16,13 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import mutually_broadcastable_shapes
+from hypothesis_settings import reproducible
 
 import prunus
 from prunus import errors as E
-
-
-def _settings(n):
-    return settings(
-        max_examples=n,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-    )
-
 
 # -- helpers ---------------------------------------------------------------------------------
 
@@ -129,7 +119,7 @@ BINARY = {
 }
 
 
-@_settings(250)
+@reproducible(250)
 @given(op=st.sampled_from(sorted(BINARY)), shapes_=shape_tuples(2), seed=seeds)
 def test_binary_broadcast(op, shapes_, seed):
     rng = np.random.default_rng(seed)
@@ -152,7 +142,7 @@ def test_binary_broadcast(op, shapes_, seed):
     assert_same(gb, unbroadcast(rb, b.shape))
 
 
-@_settings(150)
+@reproducible(150)
 @given(shapes_=shape_tuples(3), seed=seeds)
 def test_where_broadcast(shapes_, seed):
     rng = np.random.default_rng(seed)
@@ -219,7 +209,7 @@ PROMOTING = {
 }
 
 
-@_settings(300)
+@reproducible(300)
 @given(op=st.sampled_from(sorted(PROMOTING)), x=operands, y=operands)
 def test_type_promotion_matches_torch(op, x, y):
     torch = pytest.importorskip("torch")
@@ -344,7 +334,7 @@ def _numpy_applies(op, shape, args):
     return not (op == "transpose" and not shape)
 
 
-@_settings(300)
+@reproducible(300)
 @given(case=movement_cases(), seed=seeds)
 def test_movement_ops_match_numpy(case, seed):
     op, shape, args = case
@@ -364,7 +354,7 @@ def test_movement_ops_match_numpy(case, seed):
             assert_same(gx, c.reshape(shape))
 
 
-@_settings(300)
+@reproducible(300)
 @given(case=movement_cases(), seed=seeds, transposed=st.booleans())
 def test_movement_ops_match_torch(case, seed, transposed):
     torch = pytest.importorskip("torch")
@@ -486,7 +476,7 @@ def _empty_broadcast_of_int_arrays(np_index):
         return False
 
 
-@_settings(400)
+@reproducible(400)
 @given(case=index_cases(), seed=seeds)
 def test_getitem_matches_numpy(case, seed):
     shape, (p_index, np_index) = case
@@ -538,7 +528,7 @@ def split_cases(draw):
     return shape, dim, how
 
 
-@_settings(150)
+@reproducible(150)
 @given(case=split_cases(), chunks=st.integers(1, 5), seed=seeds)
 def test_split_chunk_then_cat_round_trip(case, chunks, seed):
     shape, dim, how = case
@@ -562,7 +552,7 @@ def test_split_chunk_then_cat_round_trip(case, chunks, seed):
         assert_same(g, e)
 
 
-@_settings(100)
+@reproducible(100)
 @given(case=split_cases(), chunks=st.integers(1, 5))
 def test_split_chunk_match_torch(case, chunks):
     torch = pytest.importorskip("torch")
@@ -578,7 +568,7 @@ def test_split_chunk_match_torch(case, chunks):
             assert_same(g, e)
 
 
-@_settings(150)
+@reproducible(150)
 @given(shape=shapes, k=st.integers(1, 4), data=st.data(), seed=seeds)
 def test_stack_then_unbind_round_trip(shape, k, data, seed):
     rng = np.random.default_rng(seed)
@@ -599,7 +589,7 @@ def test_stack_then_unbind_round_trip(shape, k, data, seed):
         assert_same(g, np.take(c, i, axis=d))
 
 
-@_settings(100)
+@reproducible(100)
 @given(shapes_=st.lists(shapes, min_size=1, max_size=3), dim=st.integers(-5, 4))
 def test_cat_matches_numpy(shapes_, dim):
     xs_np = [np.full(s, float(i)) for i, s in enumerate(shapes_)]
@@ -650,7 +640,7 @@ def _numpy_axis(dim):
     return dim
 
 
-@_settings(300)
+@reproducible(300)
 @given(
     op=st.sampled_from(sorted(REDUCTIONS)),
     shape=nonscalar_shapes,
@@ -679,7 +669,7 @@ def test_reductions_match_numpy(op, shape, data, keepdim, seed, dtype):
     assert_same(got, expected, rtol=tol, atol=tol)
 
 
-@_settings(150)
+@reproducible(150)
 @given(
     op=st.sampled_from(sorted(REDUCTIONS)),
     shape=shapes,
@@ -711,7 +701,7 @@ def test_reductions_match_torch(op, shape, data, keepdim, seed, dtype):
         assert_same(got, expected, rtol=1e-6, atol=1e-6)
 
 
-@_settings(60)
+@reproducible(60)
 @given(shape=nonscalar_shapes, seed=seeds, scale=st.sampled_from([1.0, 50.0, 1000.0]))
 def test_logsumexp_stable(shape, seed, scale):
     """Large inputs do not overflow: prunus's float32 logsumexp matches a float64 reference."""

@@ -10,21 +10,12 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from hypothesis_settings import reproducible
 
 from prunus.compression import huffman as hf
 from prunus.errors import ArgumentError, ModelFormatError
-
-
-def _settings(n):
-    return settings(
-        max_examples=n,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow],
-    )
 
 
 def optimal_cost(freqs):
@@ -88,7 +79,7 @@ def test_code_from_lengths_matches_build():
     assert code != hf.code_from_lengths([1, 4, 4, 3, 2, 0])
 
 
-@_settings(300)
+@reproducible(300)
 @given(
     freqs=st.lists(st.integers(0, 10**6), min_size=0, max_size=300),
 )
@@ -209,7 +200,7 @@ def test_code_from_lengths_bad(lengths, match):
 # -- encode / decode -------------------------------------------------------------------------
 
 
-@_settings(300)
+@reproducible(300)
 @given(
     alphabet=st.integers(1, 256),
     n=st.one_of(st.integers(0, 64), st.integers(0, 10_000)),
@@ -230,7 +221,7 @@ def test_roundtrip_hypothesis(alphabet, n, seed):
     np.testing.assert_array_equal(hf.decode(data, nbits, n, code2), x)
 
 
-@_settings(50)
+@reproducible(50)
 @given(seed=st.integers(0, 2**32 - 1), alphabet=st.sampled_from([257, 4096, 65536]))
 def test_roundtrip_large_alphabet(seed, alphabet):
     # index streams with up to 16-bit gaps: alphabets past uint8
@@ -328,7 +319,7 @@ def test_decode_bad_counts(stream, nbits, n):
         hf.decode(b"\x00", nbits, n, code)
 
 
-@_settings(300)
+@reproducible(300)
 @given(data=st.binary(max_size=64), n=st.integers(0, 600), seed=st.integers(0, 4))
 def test_decode_garbage_never_crashes(data, n, seed):
     # random bytes under a real code: symbols or ModelFormatError, nothing else, and it ends;
@@ -355,7 +346,7 @@ def test_table_bytes_layout():
     assert hf.table_from_bytes(bytearray(t)) == code
 
 
-@_settings(200)
+@reproducible(200)
 @given(freqs=st.lists(st.integers(0, 1000), max_size=300))
 def test_table_roundtrip(freqs):
     code = hf.build_code(freqs)
@@ -385,7 +376,7 @@ def test_table_corrupt(table, match):
         hf.table_from_bytes(table)
 
 
-@_settings(300)
+@reproducible(300)
 @given(data=st.binary(max_size=40))
 def test_table_garbage_never_crashes(data):
     try:

@@ -6,21 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from hypothesis_settings import reproducible
 
 from prunus.compression import sparse_index as si
 from prunus.errors import ArgumentError, ModelFormatError
-
-
-def _settings(n):
-    return settings(
-        max_examples=n,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow],
-    )
 
 
 def reference_encode(dense, index_bits):
@@ -153,7 +144,7 @@ def test_codebook_index_stream():
     np.testing.assert_array_equal(v2 - 1, idx)
 
 
-@_settings(300)
+@reproducible(300)
 @given(
     n=st.integers(0, 2000),
     index_bits=st.integers(1, 16),
@@ -190,7 +181,7 @@ def test_stream_sizes_and_num_entries():
         si.stream_sizes(s, -1)
 
 
-@_settings(200)
+@reproducible(200)
 @given(bits=st.integers(1, 32), count=st.integers(0, 300), seed=st.integers(0, 2**32 - 1))
 def test_pack_bits_roundtrip(bits, count, seed):
     rng = np.random.default_rng(seed)
@@ -268,7 +259,7 @@ def test_decode_corrupt(codes, values, n, match):
         si.decode_positions(np.array(codes), np.array(values), n, 3)
 
 
-@_settings(200)
+@reproducible(200)
 @given(
     codes=st.lists(st.integers(0, 40), max_size=20),
     values=st.lists(st.integers(-2, 2), max_size=20),
